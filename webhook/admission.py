@@ -1,0 +1,92 @@
+"""The AdmissionReview wire protocol (admission.k8s.io v1, and v1beta1 answered in kind)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.patch import Op
+
+API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+
+
+class BadReview(ValueError):
+    """The body is not an AdmissionReview we can answer; the message says why (HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    api_version: str
+    uid: str
+    operation: str
+    namespace: str
+    resource: str  # "pods", or whatever else was sent
+    sub_resource: str
+    obj: Any
+    dry_run: bool
+
+    @property
+    def is_pod_create(self) -> bool:
+        return (
+            self.operation == "CREATE"
+            and self.resource == "pods"
+            and not self.sub_resource
+            and isinstance(self.obj, dict)
+        )
+
+
+def parse_review(body: bytes) -> Request:
+    try:
+        review = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadReview(f"body is not JSON: {e}") from None
+    if not isinstance(review, dict):
+        raise BadReview("body is not a JSON object")
+    api_version = review.get("apiVersion")
+    if api_version not in API_VERSIONS or review.get("kind") != "AdmissionReview":
+        raise BadReview(
+            f"expected kind AdmissionReview, apiVersion one of {', '.join(API_VERSIONS)}"
+        )
+    request = review.get("request")
+    if not isinstance(request, dict):
+        raise BadReview("missing request")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise BadReview("missing request.uid")
+    resource = request.get("resource")
+    resource = resource if isinstance(resource, dict) else {}
+    kind = request.get("kind")
+    kind = kind if isinstance(kind, dict) else {}
+    # Pods are recognised by resource, or by kind when a caller leaves resource out.
+    name = resource.get("resource") or ("pods" if kind.get("kind") == "Pod" else "")
+    return Request(
+        api_version=api_version,
+        uid=uid,
+        operation=str(request.get("operation", "")),
+        namespace=str(request.get("namespace") or ""),
+        resource=str(name),
+        sub_resource=str(request.get("subResource") or ""),
+        obj=request.get("object"),
+        dry_run=bool(request.get("dryRun")),
+    )
+
+
+def response(
+    req: Request,
+    *,
+    allowed: bool = True,
+    patch: list[Op] | None = None,
+    warnings: list[str] | None = None,
+    message: str = "",
+) -> dict[str, Any]:
+    answer: dict[str, Any] = {"uid": req.uid, "allowed": allowed}
+    if patch:
+        answer["patchType"] = "JSONPatch"
+        answer["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+    if warnings:
+        answer["warnings"] = warnings
+    if not allowed:
+        answer["status"] = {"code": 403, "reason": "Forbidden", "message": message}
+    return {"apiVersion": req.api_version, "kind": "AdmissionReview", "response": answer}

@@ -1,0 +1,121 @@
+"""`mlflow-webhook`: serve, preview."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from webhook import __version__
+from webhook.config import ConfigError, load_config
+from webhook.settings.sources import SourceError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from webhook.serve import ServeOptions, serve
+    from webhook.tls import ensure_dev_certs
+
+    if (args.settings_file is None) == (not args.cluster):
+        raise SystemExit("serve: give --settings-file FILE or --cluster (not both)")
+    if (args.cert_file is None) != (args.key_file is None):
+        raise SystemExit("serve: give both --cert-file and --key-file, or neither")
+    if args.cert_file is None:
+        cert, key, ca = ensure_dev_certs(args.cert_dir)
+        print(f"TLS: self-signed certificate for localhost, 127.0.0.1; CA in {ca}", file=sys.stderr)
+    else:
+        cert, key = args.cert_file, args.key_file
+    serve(
+        ServeOptions(
+            config=load_config(args.config),
+            cert_file=cert,
+            key_file=key,
+            settings_file=args.settings_file,
+            cluster=args.cluster,
+            kubeconfig=args.kubeconfig,
+            watch_namespace=args.watch_namespace,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            threads=args.threads,
+            log_level=args.log_level,
+        )
+    )
+    return 0
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from webhook.mutation import decide
+    from webhook.settings.index import SettingsIndex
+    from webhook.settings.sources import load_file
+
+    config = load_config(args.config)
+    index = SettingsIndex(config.default_namespace)
+    load_file(args.settings_file, index)
+    pod = yaml.safe_load(args.pod.read_text())
+    if not isinstance(pod, dict) or pod.get("kind", "Pod") != "Pod":
+        raise SystemExit(f"{args.pod}: expected one Pod object")
+    namespace = args.namespace or (pod.get("metadata") or {}).get("namespace") or "default"
+    decision = decide(pod, namespace, index, config)
+    for warning in decision.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
+    if not decision.allowed:
+        print(f"Denied: {decision.message}", file=sys.stderr)
+        return 1
+    if args.patch:
+        print(json.dumps(decision.patch, indent=2))
+    else:
+        yaml.safe_dump(decision.pod or pod, sys.stdout, sort_keys=False)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlflow-webhook", description=__doc__)
+    p.add_argument("--version", action="version", version=__version__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the admission webhook (gunicorn, TLS)")
+    s.add_argument("--settings-file", type=Path, help="MLflowSetting YAML (no cluster needed)")
+    s.add_argument("--cluster", action="store_true", help="watch MLflowSettings in the cluster")
+    s.add_argument("--kubeconfig", type=Path, help="with --cluster: kubeconfig (else in-cluster)")
+    s.add_argument("--watch-namespace", help="with --cluster: only this namespace")
+    s.add_argument("--config", type=Path, help="webhook configuration YAML (see README)")
+    s.add_argument("--cert-file", type=Path)
+    s.add_argument("--key-file", type=Path)
+    s.add_argument(
+        "--cert-dir",
+        type=Path,
+        default=Path("certs"),
+        help="where a self-signed dev certificate is made when none is given",
+    )
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8443)
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--threads", type=int, default=4)
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(func=_serve)
+
+    v = sub.add_parser("preview", help="print the pod as the webhook would admit it")
+    v.add_argument("--settings-file", type=Path, required=True)
+    v.add_argument("--config", type=Path)
+    v.add_argument("--namespace", help="the pod's namespace (default: its metadata.namespace)")
+    v.add_argument("--patch", action="store_true", help="print the JSON patch instead")
+    v.add_argument("pod", type=Path)
+    v.set_defaults(func=_preview)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (ConfigError, SourceError) as e:
+        print(f"mlflow-webhook: {e}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The webhook's configuration: one dataclass, one YAML shape, PrimeHub's conventions as defaults.
+
+Every knob an admin may turn lives here; README "Configuration" documents the same shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from webhook import PREFIX, __version__
+
+Labels = dict[str, str]
+
+ANNOTATION_INJECT = PREFIX + "inject"
+ANNOTATION_INJECTED = PREFIX + "injected"
+ANNOTATION_MODEL_URI = PREFIX + "model-uri"
+ANNOTATION_MODEL_PATH = PREFIX + "model-path"
+
+
+class ConfigError(ValueError):
+    """The configuration file cannot be used; the message names the field."""
+
+
+@dataclass(frozen=True)
+class PodKinds:
+    """Label selectors (matchLabels, any of the list) that say which kind a pod is."""
+
+    notebook: tuple[Labels, ...] = ({"component": "singleuser-server"},)
+    job: tuple[Labels, ...] = ({"app": "primehub-job"},)
+    deployment: tuple[Labels, ...] = ({"app": "primehub-deployment"},)
+    exclude: tuple[Labels, ...] = ({"app": "primehub-app"},)
+
+
+@dataclass(frozen=True)
+class ModelInit:
+    """Defaults for the model init container; an MLflowSetting's `modelInit` overrides them."""
+
+    image: str = f"primehub/mlflow-webhook:{__version__}"
+    image_pull_policy: str = "IfNotPresent"
+    default_path: str = "/mnt/models"
+    resources: dict[str, Any] = field(
+        default_factory=lambda: {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"cpu": "1", "memory": "1Gi"},
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    pod_kinds: PodKinds = PodKinds()
+    escaped_group_label: str = "primehub.io/group"
+    group_label: str = PREFIX + "group"
+    # Names that form one login: a container setting any of them gets none of the setting's.
+    tracking_credentials: frozenset[str] = frozenset(
+        {
+            "MLFLOW_TRACKING_USERNAME",
+            "MLFLOW_TRACKING_PASSWORD",
+            "MLFLOW_TRACKING_TOKEN",
+            "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+        }
+    )
+    artifact_credentials: frozenset[str] = frozenset(
+        {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"}
+    )
+    model_init: ModelInit = ModelInit()
+    # What a model deployment gets when its group has no usable setting: "deny" or "warn".
+    missing_setting: str = "deny"
+    # Namespace given to settings in a file that do not name one (PrimeHub runs in `hub`).
+    default_namespace: str = "hub"
+    max_request_bytes: int = 8 * 1024 * 1024
+
+
+def _selectors(raw: Any, where: str) -> tuple[Labels, ...]:
+    if not isinstance(raw, list) or not all(
+        isinstance(s, dict) and s and all(isinstance(v, str) for v in s.values()) for s in raw
+    ):
+        raise ConfigError(f"{where}: expected a list of non-empty label maps (string values)")
+    return tuple({str(k): v for k, v in s.items()} for s in raw)
+
+
+def _take(raw: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = raw.pop(key)
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where}{key}: expected {kind.__name__}")
+    return value
+
+
+def parse_config(raw: dict[str, Any]) -> Config:
+    """Builds a Config from the documented YAML shape; unknown keys are errors, not ignored."""
+    raw = dict(raw)
+    kw: dict[str, Any] = {}
+    if "podKinds" in raw:
+        kinds = dict(_take(raw, "podKinds", dict, ""))
+        pk = {
+            k: _selectors(kinds.pop(k), f"podKinds.{k}")
+            for k in list(kinds)
+            if k in ("notebook", "job", "deployment", "exclude")
+        }
+        if kinds:
+            raise ConfigError(f"podKinds: unknown keys {sorted(kinds)}")
+        kw["pod_kinds"] = PodKinds(**pk)
+    if "labels" in raw:
+        labels = dict(_take(raw, "labels", dict, ""))
+        if "escapedGroup" in labels:
+            kw["escaped_group_label"] = _take(labels, "escapedGroup", str, "labels.")
+        if "group" in labels:
+            kw["group_label"] = _take(labels, "group", str, "labels.")
+        if labels:
+            raise ConfigError(f"labels: unknown keys {sorted(labels)}")
+    if "credentials" in raw:
+        creds = dict(_take(raw, "credentials", dict, ""))
+        for key in ("tracking", "artifact"):
+            if key in creds:
+                kw[f"{key}_credentials"] = frozenset(_take(creds, key, list, "credentials."))
+        if creds:
+            raise ConfigError(f"credentials: unknown keys {sorted(creds)}")
+    if "modelInit" in raw:
+        mi = dict(_take(raw, "modelInit", dict, ""))
+        mkw: dict[str, Any] = {}
+        for key, attr, kind in (
+            ("image", "image", str),
+            ("imagePullPolicy", "image_pull_policy", str),
+            ("defaultPath", "default_path", str),
+            ("resources", "resources", dict),
+        ):
+            if key in mi:
+                mkw[attr] = _take(mi, key, kind, "modelInit.")
+        if mi:
+            raise ConfigError(f"modelInit: unknown keys {sorted(mi)}")
+        kw["model_init"] = ModelInit(**mkw)
+    if "missingSetting" in raw:
+        kw["missing_setting"] = _take(raw, "missingSetting", str, "")
+        if kw["missing_setting"] not in ("deny", "warn"):
+            raise ConfigError("missingSetting: must be 'deny' or 'warn'")
+    if "defaultNamespace" in raw:
+        kw["default_namespace"] = _take(raw, "defaultNamespace", str, "")
+    if "maxRequestBytes" in raw:
+        kw["max_request_bytes"] = _take(raw, "maxRequestBytes", int, "")
+    if raw:
+        raise ConfigError(f"unknown keys {sorted(raw)}")
+    return Config(**kw)
+
+
+def load_config(path: Path | None) -> Config:
+    if path is None:
+        return Config()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return parse_config(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e

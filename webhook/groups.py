@@ -1,0 +1,17 @@
+"""Group names as PrimeHub writes them into labels."""
+
+from __future__ import annotations
+
+import string
+from functools import lru_cache
+
+import escapism
+
+_SAFE = set(string.ascii_lowercase + string.digits)
+
+
+@lru_cache(maxsize=65536)
+def escape_group(name: str) -> str:
+    """`Research_Team` -> `escaped--52esearch-5f-54eam`, the value of `primehub.io/group`."""
+    escaped: str = escapism.escape(name, safe=_SAFE, escape_char="-")
+    return "escaped-" + escaped.lower()

@@ -1,0 +1,71 @@
+"""`models:/` URIs of the MLflow model registry, parsed once for the webhook and the copier."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+_VERSION = re.compile(r"^[0-9]+$")
+_STAGES = {"none": "None", "staging": "Staging", "production": "Production", "archived": "Archived"}
+
+
+class ModelUriError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelUri:
+    """One of: version ("7"), alias ("champion"), stage ("Production"), or latest."""
+
+    name: str
+    version: str | None = None
+    alias: str | None = None
+    stage: str | None = None  # "latest" means the newest version in any stage
+
+    def __str__(self) -> str:
+        """The canonical form MLflow's client takes (name decoded, path-safe quoting)."""
+        name = quote(self.name, safe=" ")
+        if self.alias is not None:
+            return f"models:/{name}@{self.alias}"
+        return f"models:/{name}/{self.version or self.stage}"
+
+    def describe(self) -> str:
+        if self.version is not None:
+            return f'version {self.version} of model "{self.name}"'
+        if self.alias is not None:
+            return f'alias "{self.alias}" of model "{self.name}"'
+        if self.stage == "latest":
+            return f'the latest version of model "{self.name}"'
+        return f'the {self.stage} version of model "{self.name}"'
+
+
+def parse_model_uri(text: str) -> ModelUri:
+    """Accepts models:/<name>/<version|stage|latest> and models:/<name>@<alias>, names URL-encoded
+    or not (PrimeHub encodes them)."""
+    text = text.strip()
+    if not text.startswith("models:/"):
+        raise ModelUriError(f"{text!r} is not a models:/ URI")
+    rest = text[len("models:/") :].lstrip("/")
+    if "/" in rest:
+        raw_name, _, ref = rest.rpartition("/")
+        name = unquote(raw_name)
+        if not name or not ref or "@" in ref:
+            raise ModelUriError(f"{text!r}: expected models:/<name>/<version or stage>")
+        if _VERSION.match(ref):
+            return ModelUri(name, version=str(int(ref)))
+        if ref.lower() == "latest":
+            return ModelUri(name, stage="latest")
+        if ref.lower() in _STAGES:
+            return ModelUri(name, stage=_STAGES[ref.lower()])
+        raise ModelUriError(
+            f"{text!r}: {ref!r} is neither a version number, a stage "
+            f"({', '.join(_STAGES.values())}) nor latest"
+        )
+    raw_name, at, alias = rest.rpartition("@")
+    if at and raw_name and alias:
+        return ModelUri(unquote(raw_name), alias=unquote(alias))
+    raise ModelUriError(
+        f"{text!r}: expected models:/<name>/<version>, models:/<name>@<alias> "
+        "or models:/<name>/<stage>"
+    )

@@ -1,0 +1,66 @@
+"""One pod's answer: classify -> look up the group's setting -> mutate -> patch.
+
+Pure apart from reading the index, so the server and `preview` give the same answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook.config import Config
+from webhook.inject import Denied, mutate
+from webhook.patch import Op, make_patch
+from webhook.pods import PodKind, classify
+from webhook.settings.index import Problem, SettingsIndex
+
+
+@dataclass
+class Decision:
+    allowed: bool
+    outcome: str  # injected | unchanged | ignored | no-setting | denied
+    kind: PodKind = PodKind.NONE
+    group: str = ""
+    setting: str = ""
+    pod: dict[str, Any] | None = None  # the mutated pod, when there is a patch
+    patch: list[Op] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    message: str = ""
+
+
+def decide(pod: dict[str, Any], namespace: str, index: SettingsIndex, config: Config) -> Decision:
+    target = classify(pod, config)
+    if target is None:
+        return Decision(True, "ignored")
+    decision = Decision(True, "unchanged", kind=target.kind, group=target.group)
+    resolved = index.lookup(namespace, target.group_key) if target.group_key else None
+    if resolved is None or isinstance(resolved, Problem):
+        if not target.group_key:
+            why = f"it has no group label ({config.escaped_group_label} or {config.group_label})"
+        elif resolved is None:
+            why = f"no MLflowSetting for group {target.group!r} in namespace {namespace!r}"
+        else:
+            why = resolved.message
+        return _unserved(decision, why, config)
+    decision.setting = resolved.ref
+    try:
+        new = mutate(pod, target.kind, resolved, config)
+    except Denied as e:
+        decision.allowed, decision.outcome = False, "denied"
+        decision.message = f"mlflow webhook: {e}"
+        return decision
+    decision.patch = make_patch(pod, new)
+    if decision.patch:
+        decision.outcome, decision.pod = "injected", new
+    return decision
+
+
+def _unserved(decision: Decision, why: str, config: Config) -> Decision:
+    """A pod that looked like a target got nothing: say so, and stop a model deployment."""
+    decision.outcome = "no-setting"
+    if decision.kind is PodKind.DEPLOYMENT and config.missing_setting == "deny":
+        decision.allowed, decision.outcome = False, "denied"
+        decision.message = f"mlflow webhook: cannot deploy the model: {why}"
+    else:
+        decision.warnings.append(f"mlflow webhook: MLflow settings not injected: {why}")
+    return decision

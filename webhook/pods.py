@@ -1,0 +1,70 @@
+"""Which pods the webhook serves, as what kind, for which group. Pure: labels in, target out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from webhook.config import ANNOTATION_INJECT, ANNOTATION_MODEL_URI, Config, Labels
+from webhook.groups import escape_group
+
+
+class PodKind(StrEnum):
+    NOTEBOOK = "notebook"
+    JOB = "job"
+    DEPLOYMENT = "deployment"
+    OTHER = "other"  # opted in with the group label
+    NONE = "none"  # not ours
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: PodKind
+    group_key: str  # escaped, as PrimeHub's label holds it
+    group: str  # for messages: the plain name when known, else the label value
+
+
+def _matches(labels: Labels, selectors: tuple[Labels, ...]) -> bool:
+    return any(all(labels.get(k) == v for k, v in s.items()) for s in selectors)
+
+
+def kind_of(pod: dict[str, Any], config: Config) -> PodKind:
+    """The pod's kind by the configured selectors, before looking at groups."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    kinds = config.pod_kinds
+    if _matches(labels, kinds.exclude):
+        return PodKind.NONE
+    if _matches(labels, kinds.deployment):
+        return PodKind.DEPLOYMENT
+    if _matches(labels, kinds.notebook):
+        return PodKind.NOTEBOOK
+    if _matches(labels, kinds.job):
+        return PodKind.JOB
+    if config.group_label in labels:
+        if ANNOTATION_MODEL_URI in (meta.get("annotations") or {}):
+            return PodKind.DEPLOYMENT
+        return PodKind.OTHER
+    return PodKind.NONE
+
+
+def classify(pod: dict[str, Any], config: Config) -> Target | None:
+    """The pod's kind and group, or None when the webhook must leave it alone (no warning)."""
+    meta = pod.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    if str(annotations.get(ANNOTATION_INJECT, "")).lower() == "false":
+        return None
+    kind = kind_of(pod, config)
+    if kind is PodKind.NONE:
+        return None
+    if kind is PodKind.DEPLOYMENT and ANNOTATION_MODEL_URI not in annotations:
+        return None  # a deployment that does not serve a registered model needs nothing
+    labels = meta.get("labels") or {}
+    plain = labels.get(config.group_label)
+    if plain:
+        return Target(kind, escape_group(plain), plain)
+    escaped = labels.get(config.escaped_group_label)
+    if escaped:
+        return Target(kind, escaped, escaped)
+    return Target(kind, "", "")

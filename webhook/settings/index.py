@@ -1,0 +1,137 @@
+"""The in-memory index the admission path reads: (namespace, escaped group) -> setting.
+
+Sources write to it (whole snapshots or single objects); a request only does a dict lookup.
+A broken or duplicated setting is indexed as a Problem so the pod's answer can say what is wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from webhook import KIND
+from webhook.groups import escape_group
+from webhook.settings.model import MLflowSetting, SettingError, parse_setting
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why the group's setting cannot be used, in words for the pod's owner."""
+
+    message: str
+
+
+Resolved = MLflowSetting | Problem
+
+
+@dataclass(frozen=True)
+class _Entry:
+    key: Key | None
+    value: MLflowSetting | SettingError
+
+
+def _ref(obj: Any, default_namespace: str) -> str:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    return f"{meta.get('namespace') or default_namespace}/{meta.get('name') or '?'}"
+
+
+def _entry(obj: Any, default_namespace: str) -> _Entry:
+    try:
+        setting = parse_setting(obj, default_namespace)
+        return _Entry((setting.namespace, setting.group_key), setting)
+    except SettingError as error:
+        # Still file the error under its group, if it names one, so its pods hear about it.
+        spec = obj.get("spec") if isinstance(obj, dict) else None
+        group = spec.get("group") if isinstance(spec, dict) else None
+        namespace = _ref(obj, default_namespace).split("/", 1)[0]
+        key = (namespace, escape_group(group)) if isinstance(group, str) and group else None
+        return _Entry(key, error)
+
+
+class SettingsIndex:
+    def __init__(self, default_namespace: str = "hub") -> None:
+        self.default_namespace = default_namespace
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._refs_by_key: dict[Key, set[str]] = {}
+        self._resolved: dict[Key, Resolved] = {}
+
+    def lookup(self, namespace: str, group_key: str) -> Resolved | None:
+        return self._resolved.get((namespace, group_key))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def errors(self) -> list[str]:
+        return [str(e.value) for e in self._entries.values() if isinstance(e.value, SettingError)]
+
+    def replace_all(self, objects: Iterable[Any]) -> None:
+        """Makes the index hold exactly these objects (a full list from a source)."""
+        entries: dict[str, _Entry] = {}
+        for obj in objects:
+            entries[_ref(obj, self.default_namespace)] = _entry(obj, self.default_namespace)
+        refs_by_key: dict[Key, set[str]] = {}
+        for ref, entry in entries.items():
+            if entry.key is not None:
+                refs_by_key.setdefault(entry.key, set()).add(ref)
+        resolved = {key: self._resolve(key, refs, entries) for key, refs in refs_by_key.items()}
+        with self._lock:
+            self._entries, self._refs_by_key, self._resolved = entries, refs_by_key, resolved
+        self._log_errors(entries.values())
+
+    def upsert(self, obj: Any) -> None:
+        ref = _ref(obj, self.default_namespace)
+        entry = _entry(obj, self.default_namespace)
+        with self._lock:
+            old = self._entries.get(ref)
+            self._entries[ref] = entry
+            self._reindex(ref, old.key if old else None, entry.key)
+        self._log_errors([entry])
+
+    def delete(self, obj: Any) -> None:
+        ref = _ref(obj, self.default_namespace)
+        with self._lock:
+            old = self._entries.pop(ref, None)
+            if old is not None:
+                self._reindex(ref, old.key, None)
+
+    def _reindex(self, ref: str, old: Key | None, new: Key | None) -> None:
+        if old is not None:
+            self._refs_by_key.get(old, set()).discard(ref)
+        if new is not None:
+            self._refs_by_key.setdefault(new, set()).add(ref)
+        for key in {old, new} - {None}:
+            assert key is not None
+            refs = self._refs_by_key.get(key)
+            if refs:
+                self._resolved[key] = self._resolve(key, refs, self._entries)
+            else:
+                self._refs_by_key.pop(key, None)
+                self._resolved.pop(key, None)
+
+    @staticmethod
+    def _resolve(key: Key, refs: set[str], entries: dict[str, _Entry]) -> Resolved:
+        if len(refs) > 1:
+            names = ", ".join(sorted(refs))
+            return Problem(
+                f"{len(refs)} {KIND}s claim this group in namespace {key[0]} ({names}); "
+                "an admin must delete all but one"
+            )
+        value = entries[next(iter(refs))].value
+        if isinstance(value, SettingError):
+            return Problem(f"the group's setting is invalid: {value}")
+        return value
+
+    @staticmethod
+    def _log_errors(entries: Iterable[_Entry]) -> None:
+        for entry in entries:
+            if isinstance(entry.value, SettingError):
+                log.error("invalid setting: %s", entry.value)

@@ -1,0 +1,259 @@
+"""The `MLflowSetting` custom resource as the webhook uses it, validated once when loaded.
+
+Env entries stay in Kubernetes' own shape (plain dicts) so they are injected exactly as written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from webhook import API_GROUP, API_VERSION, KIND
+from webhook.groups import escape_group
+
+EnvVar = dict[str, Any]
+EnvFromSource = dict[str, Any]
+
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_CREDENTIAL_WORDS = ("PASSWORD", "TOKEN", "SECRET")
+_OWN_NAMES = ("MLFLOW_TRACKING_URI", "MLFLOW_UI_URL")
+
+
+class SettingError(ValueError):
+    """A setting that cannot be used. `str()` names the object and the field."""
+
+    def __init__(self, ref: str, path: str, message: str) -> None:
+        super().__init__(f"{KIND} {ref}: {path}: {message}")
+        self.ref = ref
+        self.path = path
+
+
+@dataclass(frozen=True)
+class ArtifactVolume:
+    claim_name: str
+    mount_path: str
+
+
+@dataclass(frozen=True)
+class ModelInitOverride:
+    image: str | None = None
+    resources: dict[str, Any] | None = None
+    env: tuple[EnvVar, ...] = ()
+
+
+@dataclass(frozen=True)
+class MLflowSetting:
+    namespace: str
+    name: str
+    group: str
+    tracking_uri: str
+    ui_url: str | None = None
+    tracking_env: tuple[EnvVar, ...] = ()
+    tracking_env_from: tuple[EnvFromSource, ...] = ()
+    artifact_env: tuple[EnvVar, ...] = ()
+    artifact_env_from: tuple[EnvFromSource, ...] = ()
+    artifact_volume: ArtifactVolume | None = None
+    model_init: ModelInitOverride = field(default_factory=ModelInitOverride)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def group_key(self) -> str:
+        return escape_group(self.group)
+
+
+class _Checker:
+    """Walks one object's spec and raises SettingError at the first wrong field."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+
+    def fail(self, path: str, message: str) -> SettingError:
+        return SettingError(self.ref, path, message)
+
+    def string(self, value: Any, path: str, *, required: bool = False) -> str | None:
+        if value is None:
+            if required:
+                raise self.fail(path, "required")
+            return None
+        if not isinstance(value, str) or (required and not value.strip()):
+            raise self.fail(path, "must be a non-empty string")
+        return value
+
+    def url(self, value: Any, path: str, schemes: tuple[str, ...], *, required: bool) -> str | None:
+        text = self.string(value, path, required=required)
+        if text is None:
+            return None
+        parsed = urlparse(text)
+        if parsed.scheme not in schemes or (parsed.scheme.startswith("http") and not parsed.netloc):
+            raise self.fail(path, f"{text!r} is not a URL with scheme {' or '.join(schemes)}")
+        return text
+
+    def key_ref(self, value: Any, path: str) -> None:
+        if not isinstance(value, dict):
+            raise self.fail(path, "must be an object with name and key")
+        for k in ("name", "key"):
+            if not isinstance(value.get(k), str) or not value[k]:
+                raise self.fail(f"{path}.{k}", "required")
+        if not _DNS1123.match(value["name"]):
+            raise self.fail(f"{path}.name", f"{value['name']!r} is not a valid object name")
+        unknown = set(value) - {"name", "key", "optional"}
+        if unknown:
+            raise self.fail(path, f"unknown fields {sorted(unknown)}")
+
+    def env(self, value: Any, path: str) -> tuple[EnvVar, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.fail(path, "must be a list of EnvVar")
+        out: list[EnvVar] = []
+        for i, item in enumerate(value):
+            where = f"{path}[{i}]"
+            if not isinstance(item, dict):
+                raise self.fail(where, "must be an EnvVar object")
+            name = item.get("name")
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                raise self.fail(
+                    f"{where}.name", f"{name!r} is not a valid environment variable name"
+                )
+            if name in _OWN_NAMES:
+                raise self.fail(f"{where}.name", f"{name} comes from trackingUri/uiUrl, not env")
+            unknown = set(item) - {"name", "value", "valueFrom"}
+            if unknown:
+                raise self.fail(where, f"unknown fields {sorted(unknown)}")
+            if ("value" in item) == ("valueFrom" in item):
+                raise self.fail(where, "needs exactly one of value or valueFrom")
+            if "value" in item:
+                if not isinstance(item["value"], str):
+                    raise self.fail(f"{where}.value", "must be a string")
+                if any(word in name.upper() for word in _CREDENTIAL_WORDS):
+                    raise self.fail(
+                        f"{where}.value",
+                        f"{name} looks like a credential: put it in a Secret and use "
+                        "valueFrom.secretKeyRef",
+                    )
+            else:
+                source = item["valueFrom"]
+                if (
+                    not isinstance(source, dict)
+                    or len(source) != 1
+                    or not (set(source) <= {"secretKeyRef", "configMapKeyRef"})
+                ):
+                    raise self.fail(
+                        f"{where}.valueFrom", "needs exactly one of secretKeyRef or configMapKeyRef"
+                    )
+                ((kind, ref),) = source.items()
+                self.key_ref(ref, f"{where}.valueFrom.{kind}")
+            out.append(item)
+        return tuple(out)
+
+    def env_from(self, value: Any, path: str) -> tuple[EnvFromSource, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.fail(path, "must be a list of EnvFromSource")
+        for i, item in enumerate(value):
+            where = f"{path}[{i}]"
+            if not isinstance(item, dict):
+                raise self.fail(where, "must be an EnvFromSource object")
+            refs = [k for k in ("secretRef", "configMapRef") if k in item]
+            if len(refs) != 1 or set(item) - {"secretRef", "configMapRef", "prefix"}:
+                raise self.fail(
+                    where, "needs exactly one of secretRef or configMapRef (and prefix)"
+                )
+            ref = item[refs[0]]
+            if not isinstance(ref, dict) or not _DNS1123.match(str(ref.get("name", ""))):
+                raise self.fail(f"{where}.{refs[0]}.name", "must be a valid object name")
+        return tuple(value)
+
+
+def parse_setting(obj: Any, default_namespace: str) -> MLflowSetting:
+    """Validates one MLflowSetting object (as YAML or the API gives it)."""
+    if not isinstance(obj, dict):
+        raise SettingError("?", "(object)", "expected a mapping")
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    name = meta.get("name") if isinstance(meta.get("name"), str) else None
+    namespace = meta.get("namespace") or default_namespace
+    ref = f"{namespace}/{name or '?'}"
+    c = _Checker(ref)
+    if obj.get("apiVersion") != f"{API_GROUP}/{API_VERSION}" or obj.get("kind") != KIND:
+        raise c.fail("apiVersion/kind", f"expected {API_GROUP}/{API_VERSION} {KIND}")
+    if not name or not _DNS1123.match(name):
+        raise c.fail("metadata.name", "required, a lowercase DNS-1123 name")
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        raise c.fail("spec", "required")
+    known = {
+        "group",
+        "trackingUri",
+        "uiUrl",
+        "trackingEnv",
+        "trackingEnvFrom",
+        "artifactEnv",
+        "artifactEnvFrom",
+        "artifactVolume",
+        "modelInit",
+    }
+    if set(spec) - known:
+        raise c.fail("spec", f"unknown fields {sorted(set(spec) - known)}")
+    group = c.string(spec.get("group"), "spec.group", required=True)
+    tracking_uri = c.url(
+        spec.get("trackingUri"), "spec.trackingUri", ("http", "https", "databricks"), required=True
+    )
+    ui_url = c.url(spec.get("uiUrl"), "spec.uiUrl", ("http", "https"), required=False)
+    tracking_env = c.env(spec.get("trackingEnv"), "spec.trackingEnv")
+    artifact_env = c.env(spec.get("artifactEnv"), "spec.artifactEnv")
+    seen: set[str] = set()
+    for path, env in (("spec.trackingEnv", tracking_env), ("spec.artifactEnv", artifact_env)):
+        for i, item in enumerate(env):
+            if item["name"] in seen:
+                raise c.fail(f"{path}[{i}].name", f"{item['name']} is set twice")
+            seen.add(item["name"])
+    volume = None
+    if spec.get("artifactVolume") is not None:
+        av = spec["artifactVolume"]
+        if not isinstance(av, dict):
+            raise c.fail("spec.artifactVolume", "must be an object with claimName and mountPath")
+        claim = c.string(av.get("claimName"), "spec.artifactVolume.claimName", required=True)
+        mount = c.string(av.get("mountPath"), "spec.artifactVolume.mountPath", required=True)
+        assert claim is not None and mount is not None
+        if not _DNS1123.match(claim):
+            raise c.fail("spec.artifactVolume.claimName", f"{claim!r} is not a valid claim name")
+        if not mount.startswith("/"):
+            raise c.fail("spec.artifactVolume.mountPath", f"{mount!r} is not an absolute path")
+        volume = ArtifactVolume(claim, mount.rstrip("/") or "/")
+    model_init = ModelInitOverride()
+    if spec.get("modelInit") is not None:
+        mi = spec["modelInit"]
+        if not isinstance(mi, dict) or set(mi) - {"image", "resources", "env"}:
+            raise c.fail("spec.modelInit", "may hold only image, resources and env")
+        resources = mi.get("resources")
+        if resources is not None and (
+            not isinstance(resources, dict) or set(resources) - {"requests", "limits"}
+        ):
+            raise c.fail("spec.modelInit.resources", "may hold only requests and limits")
+        model_init = ModelInitOverride(
+            image=c.string(mi.get("image"), "spec.modelInit.image"),
+            resources=resources,
+            env=c.env(mi.get("env"), "spec.modelInit.env"),
+        )
+    assert group is not None and tracking_uri is not None
+    return MLflowSetting(
+        namespace=namespace,
+        name=name,
+        group=group,
+        tracking_uri=tracking_uri,
+        ui_url=ui_url,
+        tracking_env=tracking_env,
+        tracking_env_from=c.env_from(spec.get("trackingEnvFrom"), "spec.trackingEnvFrom"),
+        artifact_env=artifact_env,
+        artifact_env_from=c.env_from(spec.get("artifactEnvFrom"), "spec.artifactEnvFrom"),
+        artifact_volume=volume,
+        model_init=model_init,
+    )
