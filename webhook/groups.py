@@ -15,3 +15,11 @@ def escape_group(name: str) -> str:
     """`Research_Team` -> `escaped--52esearch-5f-54eam`, the value of `primehub.io/group`."""
     escaped: str = escapism.escape(name, safe=_SAFE, escape_char="-")
     return "escaped-" + escaped.lower()
+
+
+def group_name(label: str) -> str:
+    """The name people know, for messages: the inverse of `escape_group` where it can tell."""
+    if not label.startswith("escaped-"):
+        return label
+    name: str = escapism.unescape(label[len("escaped-") :], escape_char="-")
+    return name

@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from webhook.config import ANNOTATION_INJECT, ANNOTATION_MODEL_URI, Config, Labels
-from webhook.groups import escape_group
+from webhook.groups import escape_group, group_name
 
 
 class PodKind(StrEnum):
@@ -66,5 +66,5 @@ def classify(pod: dict[str, Any], config: Config) -> Target | None:
         return Target(kind, escape_group(plain), plain)
     escaped = labels.get(config.escaped_group_label)
     if escaped:
-        return Target(kind, escaped, escaped)
+        return Target(kind, escaped, group_name(escaped))
     return Target(kind, "", "")

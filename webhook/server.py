@@ -44,10 +44,9 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> Response:
-        status = e.code or 500
-        if status == 413:  # body over the limit: a bad request like any other
-            status = 400
-        return _json({"error": e.description or e.name}, status)
+        if e.code == 413:  # body over the limit: a bad request like any other
+            return _json({"error": f"body larger than {config.max_request_bytes} bytes"}, 400)
+        return _json({"error": e.description or e.name}, e.code or 500)
 
     @app.errorhandler(Exception)
     def unexpected(e: Exception) -> Response:

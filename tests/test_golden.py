@@ -1,0 +1,60 @@
+"""Golden pods: each file under golden/cases holds a pod, its namespace and the expected answer
+(mutated pod, or denial, plus warnings). UPDATE_GOLDEN=1 rewrites the expectations; review the
+diff before committing it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jsonpatch
+import pytest
+import yaml
+
+from tests.golden import CASES, golden_index, load_case
+from webhook.config import Config
+from webhook.mutation import decide
+
+CONFIG = Config()
+INDEX = golden_index()
+
+
+def answer(case: dict) -> dict:
+    decision = decide(case["pod"], case["namespace"], INDEX, CONFIG)
+    expect: dict = {"allowed": decision.allowed, "outcome": decision.outcome}
+    if decision.warnings:
+        expect["warnings"] = decision.warnings
+    if decision.message:
+        expect["message"] = decision.message
+    if decision.pod is not None:
+        expect["pod"] = decision.pod
+    return expect
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_golden(path: Path) -> None:
+    case = load_case(path)
+    got = answer(case)
+    if os.environ.get("UPDATE_GOLDEN"):
+        case["expect"] = got
+        path.write_text(yaml.safe_dump(case, sort_keys=False, width=100))
+    assert got == case["expect"], case["description"]
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_patch_gives_exactly_the_mutated_pod(path: Path) -> None:
+    case = load_case(path)
+    decision = decide(case["pod"], case["namespace"], INDEX, CONFIG)
+    patched = jsonpatch.apply_patch(case["pod"], decision.patch)
+    assert patched == (decision.pod or case["pod"])
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_reinvocation_changes_nothing(path: Path) -> None:
+    case = load_case(path)
+    first = decide(case["pod"], case["namespace"], INDEX, CONFIG)
+    if first.pod is None:
+        return
+    second = decide(first.pod, case["namespace"], INDEX, CONFIG)
+    assert second.patch == []
+    assert second.allowed

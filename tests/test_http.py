@@ -1,0 +1,177 @@
+"""/mutate and the other endpoints over HTTP, through the Flask app."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any
+
+import jsonpatch
+import pytest
+import yaml
+from flask.testing import FlaskClient
+
+from tests.golden import GOLDEN, golden_index
+from webhook.config import Config
+from webhook.metrics import Metrics
+from webhook.server import create_app
+
+POD = yaml.safe_load((GOLDEN / "cases" / "notebook-external.yaml").read_text())["pod"]
+DEPLOYMENT = yaml.safe_load((GOLDEN / "cases" / "no-setting-deployment.yaml").read_text())["pod"]
+
+
+def review(pod: Any = POD, version: str = "v1", **request: Any) -> dict[str, Any]:
+    req = {
+        "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "namespace": "hub",
+        "operation": "CREATE",
+        "object": pod,
+        "dryRun": False,
+        **request,
+    }
+    return {"apiVersion": f"admission.k8s.io/{version}", "kind": "AdmissionReview", "request": req}
+
+
+@pytest.fixture
+def ready() -> dict[str, bool]:
+    return {"ready": True}
+
+
+@pytest.fixture
+def client(ready: dict[str, bool]) -> FlaskClient:
+    config = Config(max_request_bytes=64 * 1024)
+    app = create_app(golden_index(), config, lambda: ready["ready"], Metrics())
+    return app.test_client()
+
+
+def test_a_notebook_gets_a_patch_that_gives_the_mutated_pod(client: FlaskClient) -> None:
+    r = client.post("/mutate", json=review())
+    assert r.status_code == 200
+    body = r.get_json()
+    assert body["apiVersion"] == "admission.k8s.io/v1" and body["kind"] == "AdmissionReview"
+    answer = body["response"]
+    assert answer["uid"] == "705ab4f5-6393-11e8-b7cc-42010a800002" and answer["allowed"]
+    assert answer["patchType"] == "JSONPatch"
+    patched = jsonpatch.apply_patch(POD, json.loads(base64.b64decode(answer["patch"])))
+    env = {e["name"]: e for e in patched["spec"]["containers"][0]["env"]}
+    assert env["MLFLOW_TRACKING_URI"]["value"] == "https://mlflow.research.example.com"
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "research-mlflow-login"
+    assert patched["metadata"]["annotations"]["mlflow.primehub.io/injected"] == "hub/research-team"
+
+
+def test_v1beta1_is_answered_in_kind_and_dry_run_the_same(client: FlaskClient) -> None:
+    v1 = client.post("/mutate", json=review()).get_json()["response"]
+    beta = client.post("/mutate", json=review(version="v1beta1", dryRun=True)).get_json()
+    assert beta["apiVersion"] == "admission.k8s.io/v1beta1"
+    assert beta["response"]["patch"] == v1["patch"]
+
+
+def test_a_denied_deployment_carries_the_reason(client: FlaskClient) -> None:
+    answer = client.post("/mutate", json=review(DEPLOYMENT)).get_json()["response"]
+    assert answer["allowed"] is False and "patch" not in answer
+    assert answer["status"]["code"] == 403
+    assert "no MLflowSetting for group 'nomlflow' in namespace 'hub'" in answer["status"]["message"]
+
+
+def test_a_target_that_gets_nothing_is_warned(client: FlaskClient) -> None:
+    answer = client.post("/mutate", json=review(namespace="elsewhere")).get_json()["response"]
+    assert answer["allowed"] and "patch" not in answer
+    assert answer["warnings"] == [
+        "mlflow webhook: MLflow settings not injected: no MLflowSetting for group "
+        "'Research_Team' in namespace 'elsewhere'"
+    ]
+
+
+@pytest.mark.parametrize(
+    "request_fields",
+    [
+        {"operation": "UPDATE"},
+        {"operation": "CONNECT", "subResource": "exec"},
+        {"resource": {"group": "", "version": "v1", "resource": "configmaps"},
+         "kind": {"group": "", "version": "v1", "kind": "ConfigMap"}},
+        {"subResource": "ephemeralcontainers"},
+    ],
+)
+def test_other_objects_and_operations_pass_untouched(
+    client: FlaskClient, request_fields: dict[str, Any]
+) -> None:
+    answer = client.post("/mutate", json=review(**request_fields)).get_json()["response"]
+    assert answer == {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": True}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "body is not JSON"),
+        (b"\xff\xfe", "body is not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}', "missing request"),
+        (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}}',
+         "missing request.uid"),
+        (b'{"apiVersion": "v1", "kind": "Pod"}', "expected kind AdmissionReview"),
+        (b'{"a": "' + b"x" * 70_000 + b'"}', "body larger than 65536 bytes"),
+    ],
+)
+def test_malformed_bodies_get_400_with_a_reason(client: FlaskClient, body: bytes, reason: str) -> None:
+    r = client.post("/mutate", data=body, content_type="application/json")
+    assert r.status_code == 400
+    assert reason.lower() in r.get_json()["error"].lower()
+
+
+def test_odd_shapes_never_give_500(client: FlaskClient) -> None:
+    odd_pods: list[Any] = [
+        {"metadata": None, "spec": None},
+        {"metadata": {"labels": {"app": "primehub-job", "primehub.io/group": "escaped-phusers"}},
+         "spec": {"containers": None}},
+        {"metadata": {"labels": {"app": "primehub-job", "primehub.io/group": "escaped-phusers"}},
+         "spec": {"containers": ["not-a-dict"]}},
+        "a string",
+    ]
+    for pod in odd_pods:
+        r = client.post("/mutate", json=review(pod))
+        assert r.status_code == 200, pod
+        assert r.get_json()["response"]["allowed"] is True
+
+
+def test_wrong_method_and_path_are_json_errors(client: FlaskClient) -> None:
+    assert client.get("/mutate").status_code == 405
+    r = client.get("/nope")
+    assert r.status_code == 404 and "error" in r.get_json()
+
+
+def test_readyz_follows_the_source(client: FlaskClient, ready: dict[str, bool]) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    ready["ready"] = False
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/healthz").status_code == 200
+
+
+def test_metrics_count_by_outcome_and_kind(client: FlaskClient) -> None:
+    client.post("/mutate", json=review())
+    client.post("/mutate", json=review(DEPLOYMENT))
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'mlflow_webhook_admission_requests_total{outcome="injected",pod_kind="notebook"} 1.0' in text
+    assert 'mlflow_webhook_admission_requests_total{outcome="denied",pod_kind="deployment"} 1.0' in text
+    assert "mlflow_webhook_admission_duration_seconds_count 2.0" in text
+    assert "mlflow_webhook_settings_loaded 6.0" in text
+    assert "mlflow_webhook_settings_invalid 1.0" in text
+
+
+def test_one_log_line_per_request_without_values(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    pod = json.loads(json.dumps(POD))
+    pod["spec"]["containers"][0]["env"].append({"name": "AWS_SECRET_ACCESS_KEY", "value": "s3cr3t"})
+    with caplog.at_level(logging.INFO, logger="webhook.requests"):
+        client.post("/mutate", json=review(pod))
+    lines = [r.getMessage() for r in caplog.records if r.name == "webhook.requests"]
+    assert len(lines) == 1
+    line = json.loads(lines[0])
+    assert line["uid"] == "705ab4f5-6393-11e8-b7cc-42010a800002"
+    assert (line["kind"], line["group"], line["outcome"]) == ("notebook", "Research_Team", "injected")
+    assert line["ms"] > 0
+    assert "s3cr3t" not in caplog.text

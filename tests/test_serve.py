@@ -1,0 +1,89 @@
+"""`mlflow-webhook serve` for real: gunicorn, TLS with the generated dev certificate, keep-alive."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.procs import free_port, running, wait_until
+from webhook.tls import make_ca, make_serving_cert, write_atomic
+
+ROOT = Path(__file__).parent.parent
+REVIEW = json.loads((ROOT / "examples" / "admission-review.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    tmp = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    args = [sys.executable, "-m", "webhook", "serve", "--settings-file",
+            str(ROOT / "examples" / "settings.yaml"), "--port", str(port), "--cert-dir", str(tmp)]
+    with running(args, tmp / "serve.log") as proc:
+        url = f"https://127.0.0.1:{port}"
+        wait_until(lambda: requests.get(f"{url}/readyz", verify=tmp / "ca.crt").ok, 30,
+                   "webhook", proc)
+        yield url, tmp
+
+
+def test_serves_the_example_review_over_verified_tls_with_keep_alive(
+    server: tuple[str, Path],
+) -> None:
+    url, certs = server
+    with requests.Session() as session:  # verify per call: REQUESTS_CA_BUNDLE beats session.verify
+        answers = [
+            session.post(f"{url}/mutate", json=REVIEW, verify=certs / "ca.crt") for _ in range(3)
+        ]
+    assert all(a.status_code == 200 for a in answers)
+    patch = json.loads(base64.b64decode(answers[0].json()["response"]["patch"]))
+    added = {op["value"]["name"] for op in patch if op["path"].endswith("/env/-")}
+    assert {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_PASSWORD"} <= added
+    metrics = requests.get(f"{url}/metrics", verify=certs / "ca.crt").text
+    assert 'outcome="injected",pod_kind="notebook"' in metrics  # summed over the workers
+
+
+def test_renewed_certificate_files_are_served_without_a_restart(server: tuple[str, Path]) -> None:
+    url, certs = server
+    old_ca = certs / "old-ca.crt"
+    shutil.copy(certs / "ca.crt", old_ca)
+    ca = make_ca("renewed-ca")
+    pair = make_serving_cert(ca, ["localhost", "127.0.0.1"])
+    (certs / "new-ca.crt").write_bytes(ca.cert_pem())
+    write_atomic(certs / "tls.key", pair.key_pem())
+    write_atomic(certs / "tls.crt", pair.cert_pem())
+
+    def new_cert_served() -> bool:
+        try:
+            return requests.get(f"{url}/healthz", verify=certs / "new-ca.crt").ok
+        except requests.exceptions.SSLError:
+            return False
+
+    # Each worker notices within a second; ask until both have answered with the new one.
+    wait_until(lambda: all(new_cert_served() for _ in range(6)), 10, "renewed certificate")
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"{url}/healthz", verify=old_ca)
+
+
+def test_an_invalid_settings_file_stops_start_up_with_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: mlflow.primehub.io/v1alpha1\nkind: MLflowSetting\n"
+        "metadata: {name: x, namespace: hub}\n"
+        "spec: {group: x, trackingUri: http://m, artifactEnv: [{name: AWS_SECRET_ACCESS_KEY, value: k}]}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook", "serve", "--settings-file", str(bad), "--port",
+         str(free_port()), "--cert-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "MLflowSetting hub/x: spec.artifactEnv[0].value: AWS_SECRET_ACCESS_KEY looks like a credential" in result.stderr
+    assert "Traceback" not in result.stderr
+

@@ -1,0 +1,149 @@
+"""MLflowSetting validation, file loading and the index, as an admin meets them."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from webhook.settings.index import Problem, SettingsIndex
+from webhook.settings.model import MLflowSetting, SettingError, parse_setting
+from webhook.settings.sources import SourceError, load_file
+
+GOOD: dict[str, Any] = {
+    "apiVersion": "mlflow.primehub.io/v1alpha1",
+    "kind": "MLflowSetting",
+    "metadata": {"name": "g", "namespace": "hub"},
+    "spec": {
+        "group": "G_1",
+        "trackingUri": "http://mlflow:5000",
+        "trackingEnv": [
+            {"name": "MLFLOW_TRACKING_PASSWORD",
+             "valueFrom": {"secretKeyRef": {"name": "login", "key": "password"}}}
+        ],
+    },
+}
+
+
+def with_spec(**changes: Any) -> dict[str, Any]:
+    obj = copy.deepcopy(GOOD)
+    obj["spec"].update(changes)
+    return obj
+
+
+def error_of(obj: Any) -> str:
+    with pytest.raises(SettingError) as e:
+        parse_setting(obj, "hub")
+    return str(e.value)
+
+
+def test_a_good_setting_keeps_its_env_as_written() -> None:
+    s = parse_setting(GOOD, "hub")
+    assert s.ref == "hub/g" and s.group == "G_1" and s.group_key == "escaped--47-5f1"
+    assert s.tracking_env == tuple(GOOD["spec"]["trackingEnv"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        ({"trackingEnv": [{"name": "MLFLOW_TRACKING_PASSWORD", "value": "x"}]},
+         "spec.trackingEnv[0].value", "put it in a Secret"),
+        ({"artifactEnv": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}]},
+         "spec.artifactEnv[0].value", "looks like a credential"),
+        ({"trackingEnv": [{"name": "my_token", "value": "x"}]},
+         "spec.trackingEnv[0].value", "looks like a credential"),
+        ({"artifactEnv": [{"name": "1BAD=NAME", "value": "x"}]},
+         "spec.artifactEnv[0].name", "not a valid environment variable name"),
+        ({"trackingUri": "mlflow:5000"}, "spec.trackingUri", "not a URL"),
+        ({"trackingUri": None}, "spec.trackingUri", "required"),
+        ({"group": ""}, "spec.group", "non-empty"),
+        ({"uiUrl": "ftp://x"}, "spec.uiUrl", "not a URL"),
+        ({"artifactEnv": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "Bad_Name", "key": "k"}}}]},
+         "spec.artifactEnv[0].valueFrom.secretKeyRef.name", "not a valid object name"),
+        ({"artifactEnv": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}]},
+         "spec.artifactEnv[0].valueFrom", "secretKeyRef or configMapKeyRef"),
+        ({"artifactEnv": [{"name": "A", "value": "1", "valueFrom": {}}]},
+         "spec.artifactEnv[0]", "exactly one of value or valueFrom"),
+        ({"artifactEnv": [{"name": "MLFLOW_TRACKING_PASSWORD",
+                           "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
+         "spec.artifactEnv[0].name", "set twice"),
+        ({"trackingEnv": [{"name": "MLFLOW_TRACKING_URI", "value": "http://x"}]},
+         "spec.trackingEnv[0].name", "comes from trackingUri"),
+        ({"artifactEnvFrom": [{"secretRef": {"name": "s"}, "configMapRef": {"name": "c"}}]},
+         "spec.artifactEnvFrom[0]", "exactly one of"),
+        ({"artifactVolume": {"claimName": "project-x", "mountPath": "project/x"}},
+         "spec.artifactVolume.mountPath", "absolute"),
+        ({"modelInit": {"image": "x", "command": ["sh"]}}, "spec.modelInit", "only image"),
+        ({"tackingUri": "http://typo"}, "spec", "unknown fields ['tackingUri']"),
+    ],
+)
+def test_a_wrong_field_is_named_with_its_object(spec: dict[str, Any], field: str, words: str) -> None:
+    message = error_of(with_spec(**spec))
+    assert message.startswith(f"MLflowSetting hub/g: {field}: "), message
+    assert words in message
+
+
+def test_kind_and_name_are_checked() -> None:
+    assert "apiVersion/kind" in error_of({**GOOD, "kind": "ConfigMap"})
+    assert "metadata.name" in error_of({**GOOD, "metadata": {"name": "Not_DNS"}})
+
+
+def test_file_errors_name_every_bad_document(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text(
+        "apiVersion: mlflow.primehub.io/v1alpha1\nkind: MLflowSetting\nmetadata: {name: a}\n"
+        "spec: {group: a, trackingUri: http://a}\n---\n"
+        "apiVersion: mlflow.primehub.io/v1alpha1\nkind: MLflowSetting\nmetadata: {name: b}\n"
+        "spec: {group: b}\n---\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n"
+    )
+    index = SettingsIndex()
+    with pytest.raises(SourceError) as e:
+        load_file(f, index)
+    assert "document 2: MLflowSetting hub/b: spec.trackingUri: required" in str(e.value)
+    assert len(index) == 0  # nothing half-loaded
+
+
+def test_file_without_namespace_lands_in_the_default_one(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text(
+        "apiVersion: mlflow.primehub.io/v1alpha1\nkind: MLflowSetting\nmetadata: {name: a}\n"
+        "spec: {group: A b, trackingUri: http://a}\n"
+    )
+    index = SettingsIndex("hub")
+    load_file(f, index)
+    found = index.lookup("hub", "escaped--41-20b")
+    assert isinstance(found, MLflowSetting) and found.ref == "hub/a"
+
+
+def test_index_follows_upserts_deletes_and_conflicts() -> None:
+    index = SettingsIndex()
+    a = copy.deepcopy(GOOD)
+    b = copy.deepcopy(GOOD)
+    b["metadata"]["name"] = "g2"
+    index.replace_all([a])
+    key = ("hub", "escaped--47-5f1")
+    assert isinstance(index.lookup(*key), MLflowSetting)
+    index.upsert(b)
+    conflict = index.lookup(*key)
+    assert isinstance(conflict, Problem) and "hub/g, hub/g2" in conflict.message
+    index.delete(a)
+    assert index.lookup(*key) == parse_setting(b, "hub")
+    moved = copy.deepcopy(b)
+    moved["spec"]["group"] = "other"
+    index.upsert(moved)  # its group changed: the old key is free again
+    assert index.lookup(*key) is None
+    assert isinstance(index.lookup("hub", "escaped-other"), MLflowSetting)
+    assert index.lookup("other-ns", "escaped-other") is None
+
+
+def test_an_invalid_update_is_reported_under_its_group() -> None:
+    index = SettingsIndex()
+    index.replace_all([GOOD])
+    bad = with_spec(trackingUri="nope")
+    index.upsert(bad)
+    found = index.lookup("hub", "escaped--47-5f1")
+    assert isinstance(found, Problem) and "spec.trackingUri" in found.message
+    assert index.errors() == [error_of(bad)]
