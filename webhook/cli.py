@@ -1,4 +1,4 @@
-"""`mlflow-webhook`: serve, preview."""
+"""`mlflow-webhook`: serve, preview, copy-artifacts."""
 
 from __future__ import annotations
 
@@ -71,6 +71,12 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _copy_artifacts(args: argparse.Namespace) -> int:
+    from webhook.artifacts import run
+
+    return run(args.model_uri, args.dest, args.timeout, args.termination_message_path)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlflow-webhook", description=__doc__)
     p.add_argument("--version", action="version", version=__version__)
@@ -104,6 +110,26 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--patch", action="store_true", help="print the JSON patch instead")
     v.add_argument("pod", type=Path)
     v.set_defaults(func=_preview)
+
+    c = sub.add_parser("copy-artifacts", help="copy a registered model version into a folder")
+    c.add_argument(
+        "model_uri",
+        help="models:/<name>/<version>, models:/<name>@<alias>, "
+        "models:/<name>/<stage> or models:/<name>/latest (name may be URL-encoded)",
+    )
+    c.add_argument("dest", type=Path)
+    c.add_argument(
+        "--timeout",
+        type=float,
+        default=600,
+        help="give up on transient failures after this many seconds (default 600)",
+    )
+    c.add_argument(
+        "--termination-message-path",
+        type=Path,
+        help="where the failure sentence goes (default /dev/termination-log, if any)",
+    )
+    c.set_defaults(func=_copy_artifacts)
     return p
 
 

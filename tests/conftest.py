@@ -1,0 +1,57 @@
+"""Session-wide real servers: moto (S3) and MLflow tracking servers with registered models."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.procs import environ
+from tests.registry import Registered, make_model_dir, register
+from tests.servers import S3, Mlflow, launch_mlflow, moto_server, wait_mlflow
+
+
+@dataclass(frozen=True)
+class Stores:
+    """One registry holding models in each store, and one behind basic auth."""
+
+    mlflow: Mlflow
+    auth: Mlflow
+    s3: S3
+    group_volume: Path  # the local artifact root, as on PrimeHub's group volume
+    root: Path
+    models: Registered
+
+
+@pytest.fixture(scope="session")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
+    tmp = tmp_path_factory.mktemp("stores")
+    with contextlib.ExitStack() as stack:
+        s3 = stack.enter_context(moto_server(tmp))
+        stack.enter_context(environ(s3.env))  # the test process logs to S3 as a notebook would
+        main = launch_mlflow(stack, tmp / "main", "mlflow")
+        auth = launch_mlflow(stack, tmp / "auth", "mlflow-auth", auth=True)
+        wait_mlflow(main)
+        wait_mlflow(auth)
+        group_volume = tmp / "project" / "phusers" / "phapplications" / "app1" / "mlruns"
+        models = Registered()
+        src = tmp / "src"
+        uri = main.url
+        register(uri, "served", None, "churn model", make_model_dir(src / "c1", 1), models)
+        register(uri, "served", None, "churn model", make_model_dir(src / "c2", 2), models)
+        register(uri, "group", str(group_volume), "iris", make_model_dir(src / "i1", 3), models)
+        register(uri, "s3", "s3://mlflow/mlruns", "fraud", make_model_dir(src / "f1", 4), models)
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        client.set_registered_model_alias("churn model", "champion", "1")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            client.transition_model_version_stage("churn model", "2", "Production")
+        with environ(auth.env):  # MlflowClient reads credentials from the environment
+            register(auth.url, "served", None, "guarded", make_model_dir(src / "g1", 5), models)
+        yield Stores(main, auth, s3, group_volume, tmp, models)

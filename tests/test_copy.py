@@ -1,0 +1,212 @@
+"""`mlflow-webhook copy-artifacts` against a real MLflow registry, a real S3 server (moto) and a
+local artifact root, run as the init container runs it: a separate process with only its env."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Stores
+from tests.procs import wait_until
+from tests.registry import make_model_dir, register, tree
+from tests.servers import launch_mlflow, wait_mlflow
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The process environment without any MLflow or AWS variable of the test process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+    return {**env, **extra}
+
+
+def copy(
+    uri: str, dest: Path, env: dict[str, str], *args: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        term = Path(tmp, "termination-log")
+        result = subprocess.run(
+            [sys.executable, "-m", "webhook", "copy-artifacts", uri, str(dest),
+             "--termination-message-path", str(term), *args],
+            env=clean_env(**env), capture_output=True, text=True, timeout=300,
+        )
+        return result, term.read_text() if term.exists() else ""
+
+
+def expected(stores: Stores, name: str, version: str) -> dict[str, str]:
+    return stores.models.versions[name][version]
+
+
+@pytest.mark.parametrize(
+    ("uri", "name", "version"),
+    [
+        ("models:/churn%20model/1", "churn model", "1"),
+        ("models:/churn model/2", "churn model", "2"),
+        ("models:/churn%20model@champion", "churn model", "1"),
+        ("models:/churn%20model/Production", "churn model", "2"),
+        ("models:/churn%20model/latest", "churn model", "2"),
+    ],
+)
+def test_served_artifacts_by_version_alias_stage_and_latest(
+    stores: Stores, tmp_path: Path, uri: str, name: str, version: str
+) -> None:
+    dest = tmp_path / "models"
+    result, term = copy(uri, dest, stores.mlflow.env)
+    assert result.returncode == 0, result.stderr
+    assert tree(dest) == expected(stores, name, version)
+    assert f"copied version {version} of model '{name}' from mlflow-artifacts:" in result.stderr
+    assert term == ""
+
+
+def test_local_artifact_root_on_the_group_volume(stores: Stores, tmp_path: Path) -> None:
+    result, _ = copy("models:/iris/1", tmp_path / "m", stores.mlflow.env)
+    assert result.returncode == 0, result.stderr
+    assert tree(tmp_path / "m") == expected(stores, "iris", "1")
+    assert str(stores.group_volume) in result.stderr  # the source it read
+
+
+def test_s3_compatible_store(stores: Stores, tmp_path: Path) -> None:
+    result, _ = copy("models:/fraud/1", tmp_path / "m", {**stores.mlflow.env, **stores.s3.env})
+    assert result.returncode == 0, result.stderr
+    assert tree(tmp_path / "m") == expected(stores, "fraud", "1")
+    assert "from s3://mlflow/mlruns/" in result.stderr
+
+
+def test_a_version_without_artifacts_is_not_a_model(stores: Stores, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=stores.mlflow.url)
+    client.create_registered_model("hollow")
+    client.create_model_version("hollow", source="s3://mlflow/nothing-here/model")
+    result, term = copy("models:/hollow/1", tmp_path / "m", {**stores.mlflow.env, **stores.s3.env})
+    assert result.returncode == 3, result.stderr
+    assert 'there are no artifacts for version 1 of model "hollow" at s3://mlflow/nothing-here/model' in term
+    assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_basic_auth(stores: Stores, tmp_path: Path) -> None:
+    result, _ = copy("models:/guarded/1", tmp_path / "ok", stores.auth.env)
+    assert result.returncode == 0, result.stderr
+    assert tree(tmp_path / "ok") == expected(stores, "guarded", "1")
+
+    wrong = {**stores.auth.env, "MLFLOW_TRACKING_PASSWORD": "not-the-password-42"}
+    result, term = copy("models:/guarded/1", tmp_path / "no", wrong)
+    assert result.returncode == 4
+    assert "refused access" in term and "tracking credentials" in term
+    assert "not-the-password-42" not in result.stderr + result.stdout + term
+    assert list((tmp_path / "no").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("uri", "sentence"),
+    [
+        ("models:/nope/1", 'model "nope" does not exist in the group\'s MLflow registry'),
+        ("models:/churn%20model/7",
+         'version 7 of model "churn model" does not exist in the group\'s MLflow registry'),
+        ("models:/churn%20model@nobody",
+         'alias "nobody" of model "churn model" does not exist in the group\'s MLflow registry'),
+        ("models:/churn%20model/Staging",
+         'the Staging version of model "churn model" does not exist'),
+    ],
+)
+def test_what_does_not_exist_fails_at_once_with_a_plain_sentence(
+    stores: Stores, tmp_path: Path, uri: str, sentence: str
+) -> None:
+    result, term = copy(uri, tmp_path / "m", stores.mlflow.env, "--timeout", "120")
+    assert result.returncode == 3, result.stderr
+    assert sentence in term
+    assert term.count("\n") == 1
+    assert "retrying" not in result.stderr  # not retried
+    assert not (tmp_path / "m" / "MLmodel").exists()
+
+
+def test_server_down_fails_after_retries(tmp_path: Path) -> None:
+    with contextlib.closing(__import__("socket").socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        result, term = copy("models:/m/1", tmp_path / "m", {
+            "MLFLOW_TRACKING_URI": f"http://user:pw-in-url@127.0.0.1:{port}"}, "--timeout", "3")
+    assert result.returncode == 6
+    assert "could not resolve version 1 of model \"m\" after" in term
+    assert "retrying" in result.stderr
+    assert "pw-in-url" not in result.stderr + term
+
+
+def test_server_dying_mid_copy_leaves_nothing(stores: Stores, tmp_path: Path) -> None:
+    register(stores.mlflow.url, "served", None, "big",
+             make_model_dir(tmp_path / "big-src", 9, big=300_000_000), stores.models)
+    with contextlib.ExitStack() as stack:
+        # A second server process over the same store, so killing it harms no other test.
+        doomed = wait_mlflow(launch_mlflow(stack, stores.root / "main", "doomed"))
+        dest = tmp_path / "m"
+        term = tmp_path / "term"
+        copier = subprocess.Popen(
+            [sys.executable, "-m", "webhook", "copy-artifacts", "models:/big/1", str(dest),
+             "--timeout", "4", "--termination-message-path", str(term)],
+            env=clean_env(MLFLOW_TRACKING_URI=doomed.url),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        staging = dest / ".mlflow-staging"
+        wait_until(lambda: any(p.is_file() and p.stat().st_size for p in staging.rglob("*")),
+                   60, "download started", copier)
+        os.killpg(doomed.proc.pid, signal.SIGKILL)  # the server and its workers
+        output, _ = copier.communicate(timeout=120)
+    assert copier.returncode == 6, output
+    assert list(dest.iterdir()) == []
+    assert "big" in term.read_text()
+
+
+def test_destination_not_writable(stores: Stores, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result, term = copy("models:/churn%20model/1", blocker / "models", stores.mlflow.env)
+    assert result.returncode == 5
+    assert "cannot create the destination" in term
+
+
+def test_foreign_files_are_never_overwritten(stores: Stores, tmp_path: Path) -> None:
+    dest = tmp_path / "m"
+    dest.mkdir()
+    (dest / "precious.txt").write_text("mine")
+    result, term = copy("models:/churn%20model/1", dest, stores.mlflow.env)
+    assert result.returncode == 5 and "refusing to overwrite" in term
+    assert (dest / "precious.txt").read_text() == "mine"
+
+
+def test_restarts_finish_at_once_or_start_over(stores: Stores, tmp_path: Path) -> None:
+    dest = tmp_path / "m"
+    first, _ = copy("models:/churn%20model/1", dest, stores.mlflow.env)
+    assert first.returncode == 0
+    again, _ = copy("models:/churn%20model/1", dest, stores.mlflow.env)
+    assert again.returncode == 0 and "already complete" in again.stderr
+    # The alias moved to another version: the folder is replaced, not merged.
+    other, _ = copy("models:/churn%20model/2", dest, stores.mlflow.env)
+    assert other.returncode == 0
+    assert tree(dest) == expected(stores, "churn model", "2")
+    # What an interrupted copy leaves (journal, staging, some files) is wiped and redone.
+    for entry in list(dest.iterdir()):
+        if entry.name == ".mlflow-model.json":
+            entry.unlink()
+    (dest / ".mlflow-copy-in-progress").touch()
+    (dest / ".mlflow-staging" / "model").mkdir(parents=True)
+    (dest / "MLmodel").write_text("half")
+    redo, _ = copy("models:/churn%20model/1", dest, stores.mlflow.env)
+    assert redo.returncode == 0, redo.stderr
+    assert tree(dest) == expected(stores, "churn model", "1")
+
+
+@pytest.mark.parametrize(
+    ("uri", "env", "code", "words"),
+    [
+        ("s3://bucket/model", {"MLFLOW_TRACKING_URI": "http://127.0.0.1:1"}, 2, "not a models:/ URI"),
+        ("models:/m/1", {}, 2, "MLFLOW_TRACKING_URI is not set"),
+    ],
+)
+def test_usage_errors(tmp_path: Path, uri: str, env: dict[str, str], code: int, words: str) -> None:
+    result, term = copy(uri, tmp_path / "m", env)
+    assert result.returncode == code and words in term
