@@ -45,8 +45,12 @@ def running(
     """Starts a process group writing to `log`, and stops the whole group on exit."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-            cwd=cwd, start_new_session=True,
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
         )
     try:
         yield proc

@@ -47,7 +47,11 @@ class Registered:
 
 
 def register(
-    tracking_uri: str, experiment: str, location: str | None, name: str, model: Path,
+    tracking_uri: str,
+    experiment: str,
+    location: str | None,
+    name: str,
+    model: Path,
     registered: Registered,
 ) -> str:
     from mlflow import MlflowClient

@@ -58,25 +58,37 @@ def moto_server(tmp: Path) -> Iterator[S3]:
 
 
 def _boto_kwargs() -> dict[str, str]:
-    return {"aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
-            "region_name": S3_ENV["AWS_DEFAULT_REGION"]}
+    return {
+        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
+        "region_name": S3_ENV["AWS_DEFAULT_REGION"],
+    }
 
 
 ADMIN = ("admin", "Adm1n-password-for-tests!")
 
 
-def launch_mlflow(stack: contextlib.ExitStack, root: Path, name: str, *, auth: bool = False) -> Mlflow:
+def launch_mlflow(
+    stack: contextlib.ExitStack, root: Path, name: str, *, auth: bool = False
+) -> Mlflow:
     """Starts `mlflow server` with a sqlite registry in `root`, serving artifacts from
     root/artifacts; call `wait_mlflow` before use (start several, then wait: each takes 10-30 s).
     Several servers may share one root: the same store behind different processes."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     args = [
-        str(MLFLOW_BIN / "mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        str(MLFLOW_BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root}/mlflow.db",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     env = {"MLFLOW_FLASK_SERVER_SECRET_KEY": "tests-only"}
     client_env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
@@ -89,6 +101,10 @@ def launch_mlflow(stack: contextlib.ExitStack, root: Path, name: str, *, auth: b
 
 
 def wait_mlflow(server: Mlflow) -> Mlflow:
-    wait_until(lambda: requests.get(f"{server.url}/health", timeout=2).ok, 120, "mlflow server",
-               server.proc)
+    wait_until(
+        lambda: requests.get(f"{server.url}/health", timeout=2).ok,
+        120,
+        "mlflow server",
+        server.proc,
+    )
     return server

@@ -15,9 +15,18 @@ SETTINGS = ROOT / "examples" / "settings.yaml"
 
 def preview(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "webhook", "preview", "--settings-file", str(SETTINGS),
-         *map(str, args)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "webhook",
+            "preview",
+            "--settings-file",
+            str(SETTINGS),
+            *map(str, args),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -26,7 +35,12 @@ def test_preview_prints_the_mutated_deployment() -> None:
     assert result.returncode == 0, result.stderr
     pod = yaml.safe_load(result.stdout)
     init = pod["spec"]["initContainers"][-1]
-    assert init["command"] == ["mlflow-webhook", "copy-artifacts", "models:/churn model/3", "/mnt/models"]
+    assert init["command"] == [
+        "mlflow-webhook",
+        "copy-artifacts",
+        "models:/churn model/3",
+        "/mnt/models",
+    ]
     assert pod["spec"]["containers"][0]["volumeMounts"] == [
         {"name": "mlflow-model", "mountPath": "/mnt/models", "readOnly": True}
     ]
@@ -47,8 +61,10 @@ def test_preview_of_a_denied_pod_exits_1_with_the_reason(tmp_path: Path) -> None
     f.write_text(yaml.safe_dump(pod))
     result = preview(f)
     assert result.returncode == 1
-    assert "Denied: mlflow webhook: cannot deploy the model: no MLflowSetting for group " \
-           "'Research_Team' in namespace 'team-b'" in result.stderr
+    assert (
+        "Denied: mlflow webhook: cannot deploy the model: no MLflowSetting for group "
+        "'Research_Team' in namespace 'team-b'" in result.stderr
+    )
     assert result.stdout == ""
 
 

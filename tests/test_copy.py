@@ -31,9 +31,21 @@ def copy(
     with tempfile.TemporaryDirectory() as tmp:
         term = Path(tmp, "termination-log")
         result = subprocess.run(
-            [sys.executable, "-m", "webhook", "copy-artifacts", uri, str(dest),
-             "--termination-message-path", str(term), *args],
-            env=clean_env(**env), capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "webhook",
+                "copy-artifacts",
+                uri,
+                str(dest),
+                "--termination-message-path",
+                str(term),
+                *args,
+            ],
+            env=clean_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         return result, term.read_text() if term.exists() else ""
 
@@ -85,7 +97,10 @@ def test_a_version_without_artifacts_is_not_a_model(stores: Stores, tmp_path: Pa
     client.create_model_version("hollow", source="s3://mlflow/nothing-here/model")
     result, term = copy("models:/hollow/1", tmp_path / "m", {**stores.mlflow.env, **stores.s3.env})
     assert result.returncode == 3, result.stderr
-    assert 'there are no artifacts for version 1 of model "hollow" at s3://mlflow/nothing-here/model' in term
+    assert (
+        'there are no artifacts for version 1 of model "hollow" at s3://mlflow/nothing-here/model'
+        in term
+    )
     assert list((tmp_path / "m").iterdir()) == []
 
 
@@ -106,12 +121,18 @@ def test_basic_auth(stores: Stores, tmp_path: Path) -> None:
     ("uri", "sentence"),
     [
         ("models:/nope/1", 'model "nope" does not exist in the group\'s MLflow registry'),
-        ("models:/churn%20model/7",
-         'version 7 of model "churn model" does not exist in the group\'s MLflow registry'),
-        ("models:/churn%20model@nobody",
-         'alias "nobody" of model "churn model" does not exist in the group\'s MLflow registry'),
-        ("models:/churn%20model/Staging",
-         'the Staging version of model "churn model" does not exist'),
+        (
+            "models:/churn%20model/7",
+            'version 7 of model "churn model" does not exist in the group\'s MLflow registry',
+        ),
+        (
+            "models:/churn%20model@nobody",
+            'alias "nobody" of model "churn model" does not exist in the group\'s MLflow registry',
+        ),
+        (
+            "models:/churn%20model/Staging",
+            'the Staging version of model "churn model" does not exist',
+        ),
     ],
 )
 def test_what_does_not_exist_fails_at_once_with_a_plain_sentence(
@@ -129,31 +150,58 @@ def test_server_down_fails_after_retries(tmp_path: Path) -> None:
     with contextlib.closing(__import__("socket").socket()) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: connections are refused
-        result, term = copy("models:/m/1", tmp_path / "m", {
-            "MLFLOW_TRACKING_URI": f"http://user:pw-in-url@127.0.0.1:{port}"}, "--timeout", "3")
+        result, term = copy(
+            "models:/m/1",
+            tmp_path / "m",
+            {"MLFLOW_TRACKING_URI": f"http://user:pw-in-url@127.0.0.1:{port}"},
+            "--timeout",
+            "3",
+        )
     assert result.returncode == 6
-    assert "could not resolve version 1 of model \"m\" after" in term
+    assert 'could not resolve version 1 of model "m" after' in term
     assert "retrying" in result.stderr
     assert "pw-in-url" not in result.stderr + term
 
 
 def test_server_dying_mid_copy_leaves_nothing(stores: Stores, tmp_path: Path) -> None:
-    register(stores.mlflow.url, "served", None, "big",
-             make_model_dir(tmp_path / "big-src", 9, big=300_000_000), stores.models)
+    register(
+        stores.mlflow.url,
+        "served",
+        None,
+        "big",
+        make_model_dir(tmp_path / "big-src", 9, big=300_000_000),
+        stores.models,
+    )
     with contextlib.ExitStack() as stack:
         # A second server process over the same store, so killing it harms no other test.
         doomed = wait_mlflow(launch_mlflow(stack, stores.root / "main", "doomed"))
         dest = tmp_path / "m"
         term = tmp_path / "term"
         copier = subprocess.Popen(
-            [sys.executable, "-m", "webhook", "copy-artifacts", "models:/big/1", str(dest),
-             "--timeout", "4", "--termination-message-path", str(term)],
+            [
+                sys.executable,
+                "-m",
+                "webhook",
+                "copy-artifacts",
+                "models:/big/1",
+                str(dest),
+                "--timeout",
+                "4",
+                "--termination-message-path",
+                str(term),
+            ],
             env=clean_env(MLFLOW_TRACKING_URI=doomed.url),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         staging = dest / ".mlflow-staging"
-        wait_until(lambda: any(p.is_file() and p.stat().st_size for p in staging.rglob("*")),
-                   60, "download started", copier)
+        wait_until(
+            lambda: any(p.is_file() and p.stat().st_size for p in staging.rglob("*")),
+            60,
+            "download started",
+            copier,
+        )
         os.killpg(doomed.proc.pid, signal.SIGKILL)  # the server and its workers
         output, _ = copier.communicate(timeout=120)
     assert copier.returncode == 6, output
@@ -203,7 +251,12 @@ def test_restarts_finish_at_once_or_start_over(stores: Stores, tmp_path: Path) -
 @pytest.mark.parametrize(
     ("uri", "env", "code", "words"),
     [
-        ("s3://bucket/model", {"MLFLOW_TRACKING_URI": "http://127.0.0.1:1"}, 2, "not a models:/ URI"),
+        (
+            "s3://bucket/model",
+            {"MLFLOW_TRACKING_URI": "http://127.0.0.1:1"},
+            2,
+            "not a models:/ URI",
+        ),
         ("models:/m/1", {}, 2, "MLFLOW_TRACKING_URI is not set"),
     ],
 )

@@ -58,7 +58,10 @@ def test_a_notebook_gets_a_patch_that_gives_the_mutated_pod(client: FlaskClient)
     patched = jsonpatch.apply_patch(POD, json.loads(base64.b64decode(answer["patch"])))
     env = {e["name"]: e for e in patched["spec"]["containers"][0]["env"]}
     assert env["MLFLOW_TRACKING_URI"]["value"] == "https://mlflow.research.example.com"
-    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "research-mlflow-login"
+    assert (
+        env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"]
+        == "research-mlflow-login"
+    )
     assert patched["metadata"]["annotations"]["mlflow.primehub.io/injected"] == "hub/research-team"
 
 
@@ -90,8 +93,10 @@ def test_a_target_that_gets_nothing_is_warned(client: FlaskClient) -> None:
     [
         {"operation": "UPDATE"},
         {"operation": "CONNECT", "subResource": "exec"},
-        {"resource": {"group": "", "version": "v1", "resource": "configmaps"},
-         "kind": {"group": "", "version": "v1", "kind": "ConfigMap"}},
+        {
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+        },
         {"subResource": "ephemeralcontainers"},
     ],
 )
@@ -109,13 +114,17 @@ def test_other_objects_and_operations_pass_untouched(
         (b"\xff\xfe", "body is not JSON"),
         (b"[1, 2]", "not a JSON object"),
         (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}', "missing request"),
-        (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}}',
-         "missing request.uid"),
+        (
+            b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}}',
+            "missing request.uid",
+        ),
         (b'{"apiVersion": "v1", "kind": "Pod"}', "expected kind AdmissionReview"),
         (b'{"a": "' + b"x" * 70_000 + b'"}', "body larger than 65536 bytes"),
     ],
 )
-def test_malformed_bodies_get_400_with_a_reason(client: FlaskClient, body: bytes, reason: str) -> None:
+def test_malformed_bodies_get_400_with_a_reason(
+    client: FlaskClient, body: bytes, reason: str
+) -> None:
     r = client.post("/mutate", data=body, content_type="application/json")
     assert r.status_code == 400
     assert reason.lower() in r.get_json()["error"].lower()
@@ -124,10 +133,14 @@ def test_malformed_bodies_get_400_with_a_reason(client: FlaskClient, body: bytes
 def test_odd_shapes_never_give_500(client: FlaskClient) -> None:
     odd_pods: list[Any] = [
         {"metadata": None, "spec": None},
-        {"metadata": {"labels": {"app": "primehub-job", "primehub.io/group": "escaped-phusers"}},
-         "spec": {"containers": None}},
-        {"metadata": {"labels": {"app": "primehub-job", "primehub.io/group": "escaped-phusers"}},
-         "spec": {"containers": ["not-a-dict"]}},
+        {
+            "metadata": {"labels": {"app": "primehub-job", "primehub.io/group": "escaped-phusers"}},
+            "spec": {"containers": None},
+        },
+        {
+            "metadata": {"labels": {"app": "primehub-job", "primehub.io/group": "escaped-phusers"}},
+            "spec": {"containers": ["not-a-dict"]},
+        },
         "a string",
     ]
     for pod in odd_pods:
@@ -154,8 +167,14 @@ def test_metrics_count_by_outcome_and_kind(client: FlaskClient) -> None:
     client.post("/mutate", json=review())
     client.post("/mutate", json=review(DEPLOYMENT))
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'mlflow_webhook_admission_requests_total{outcome="injected",pod_kind="notebook"} 1.0' in text
-    assert 'mlflow_webhook_admission_requests_total{outcome="denied",pod_kind="deployment"} 1.0' in text
+    assert (
+        'mlflow_webhook_admission_requests_total{outcome="injected",pod_kind="notebook"} 1.0'
+        in text
+    )
+    assert (
+        'mlflow_webhook_admission_requests_total{outcome="denied",pod_kind="deployment"} 1.0'
+        in text
+    )
     assert "mlflow_webhook_admission_duration_seconds_count 2.0" in text
     assert "mlflow_webhook_settings_loaded 6.0" in text
     assert "mlflow_webhook_settings_invalid 1.0" in text
@@ -172,6 +191,10 @@ def test_one_log_line_per_request_without_values(
     assert len(lines) == 1
     line = json.loads(lines[0])
     assert line["uid"] == "705ab4f5-6393-11e8-b7cc-42010a800002"
-    assert (line["kind"], line["group"], line["outcome"]) == ("notebook", "Research_Team", "injected")
+    assert (line["kind"], line["group"], line["outcome"]) == (
+        "notebook",
+        "Research_Team",
+        "injected",
+    )
     assert line["ms"] > 0
     assert "s3cr3t" not in caplog.text

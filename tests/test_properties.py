@@ -17,22 +17,40 @@ CONFIG = Config()
 INDEX = golden_index()
 
 names = st.sampled_from(
-    ["MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_TOKEN", "AWS_ACCESS_KEY_ID",
-     "MLFLOW_S3_ENDPOINT_URL", "HOME", "PATH", "X"]
+    [
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_TOKEN",
+        "AWS_ACCESS_KEY_ID",
+        "MLFLOW_S3_ENDPOINT_URL",
+        "HOME",
+        "PATH",
+        "X",
+    ]
 )
 scalars = st.one_of(st.text(max_size=5), st.integers(), st.booleans(), st.none())
 unknown = st.dictionaries(st.sampled_from(["futureField", "x-ext", "a/b~c"]), scalars, max_size=2)
 env = st.lists(st.fixed_dictionaries({"name": names, "value": st.text(max_size=4)}), max_size=3)
 env_from = st.lists(
-    st.sampled_from([{"secretRef": {"name": "ds-mlflow-token"}}, {"configMapRef": {"name": "c"}},
-                     {"configMapRef": {"name": "research-s3-options"}}]),
+    st.sampled_from(
+        [
+            {"secretRef": {"name": "ds-mlflow-token"}},
+            {"configMapRef": {"name": "c"}},
+            {"configMapRef": {"name": "research-s3-options"}},
+        ]
+    ),
     max_size=2,
 )
 mounts = st.lists(
-    st.sampled_from([{"name": "v1", "mountPath": "/data"},
-                     {"name": "project-phusers", "mountPath": "/project/phusers"},
-                     {"name": "mlflow-model", "mountPath": "/mnt/models", "readOnly": True}]),
-    max_size=2, unique_by=lambda m: m["mountPath"],
+    st.sampled_from(
+        [
+            {"name": "v1", "mountPath": "/data"},
+            {"name": "project-phusers", "mountPath": "/project/phusers"},
+            {"name": "mlflow-model", "mountPath": "/mnt/models", "readOnly": True},
+        ]
+    ),
+    max_size=2,
+    unique_by=lambda m: m["mountPath"],
 )
 
 
@@ -48,17 +66,22 @@ def containers(draw: Any, prefix: str) -> list[dict[str, Any]]:
     return out
 
 
-labels = st.sampled_from([
-    {"component": "singleuser-server", "primehub.io/group": "escaped--52esearch-5f-54eam"},
-    {"app": "primehub-job", "primehub.io/group": "escaped-phusers"},
-    {"app": "primehub-deployment", "primehub.io/group": "escaped-phusers"},
-    {"app": "primehub-deployment", "primehub.io/group": "escaped--52esearch-5f-54eam"},
-    {"mlflow.primehub.io/group": "Data Science"},
-])
-annotations = st.sampled_from([
-    {}, {"mlflow.primehub.io/model-uri": "models:/m/1"},
-    {"mlflow.primehub.io/model-uri": "models:/m@prod", "other": "x"},
-])
+labels = st.sampled_from(
+    [
+        {"component": "singleuser-server", "primehub.io/group": "escaped--52esearch-5f-54eam"},
+        {"app": "primehub-job", "primehub.io/group": "escaped-phusers"},
+        {"app": "primehub-deployment", "primehub.io/group": "escaped-phusers"},
+        {"app": "primehub-deployment", "primehub.io/group": "escaped--52esearch-5f-54eam"},
+        {"mlflow.primehub.io/group": "Data Science"},
+    ]
+)
+annotations = st.sampled_from(
+    [
+        {},
+        {"mlflow.primehub.io/model-uri": "models:/m/1"},
+        {"mlflow.primehub.io/model-uri": "models:/m@prod", "other": "x"},
+    ]
+)
 
 
 @st.composite
@@ -69,8 +92,9 @@ def pods(draw: Any) -> tuple[dict[str, Any], str]:
     if draw(st.booleans()):
         spec["initContainers"] = draw(containers("i"))
     if draw(st.booleans()):
-        spec["volumes"] = [{"name": "project-phusers",
-                            "persistentVolumeClaim": {"claimName": "project-phusers"}}]
+        spec["volumes"] = [
+            {"name": "project-phusers", "persistentVolumeClaim": {"claimName": "project-phusers"}}
+        ]
     meta: dict[str, Any] = {"name": "p", "labels": lab, **draw(unknown)}
     ann = draw(annotations)
     if ann:
@@ -103,7 +127,9 @@ def test_mutation_is_idempotent_and_only_adds(drawn: tuple[dict[str, Any], str])
     assert all(op["op"] == "add" for op in first.patch), first.patch
     assert jsonpatch.apply_patch(pod, first.patch) == first.pod
     assert_preserved(pod, first.pod)
-    before = {c["name"]: c for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", [])}
+    before = {
+        c["name"]: c for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", [])
+    }
     for c in first.pod["spec"]["containers"] + first.pod["spec"].get("initContainers", []):
         had = [e["name"] for e in before.get(c["name"], {}).get("env", [])]
         added = [e["name"] for e in c.get("env", [])][len(had) :]

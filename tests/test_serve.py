@@ -24,12 +24,23 @@ REVIEW = json.loads((ROOT / "examples" / "admission-review.json").read_text())
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     tmp = tmp_path_factory.mktemp("serve")
     port = free_port()
-    args = [sys.executable, "-m", "webhook", "serve", "--settings-file",
-            str(ROOT / "examples" / "settings.yaml"), "--port", str(port), "--cert-dir", str(tmp)]
+    args = [
+        sys.executable,
+        "-m",
+        "webhook",
+        "serve",
+        "--settings-file",
+        str(ROOT / "examples" / "settings.yaml"),
+        "--port",
+        str(port),
+        "--cert-dir",
+        str(tmp),
+    ]
     with running(args, tmp / "serve.log") as proc:
         url = f"https://127.0.0.1:{port}"
-        wait_until(lambda: requests.get(f"{url}/readyz", verify=tmp / "ca.crt").ok, 30,
-                   "webhook", proc)
+        wait_until(
+            lambda: requests.get(f"{url}/readyz", verify=tmp / "ca.crt").ok, 30, "webhook", proc
+        )
         yield url, tmp
 
 
@@ -76,14 +87,29 @@ def test_an_invalid_settings_file_stops_start_up_with_the_field(tmp_path: Path) 
     bad.write_text(
         "apiVersion: mlflow.primehub.io/v1alpha1\nkind: MLflowSetting\n"
         "metadata: {name: x, namespace: hub}\n"
-        "spec: {group: x, trackingUri: http://m, artifactEnv: [{name: AWS_SECRET_ACCESS_KEY, value: k}]}\n"
+        "spec: {group: x, trackingUri: http://m,\n"
+        "       artifactEnv: [{name: AWS_SECRET_ACCESS_KEY, value: k}]}\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "webhook", "serve", "--settings-file", str(bad), "--port",
-         str(free_port()), "--cert-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "webhook",
+            "serve",
+            "--settings-file",
+            str(bad),
+            "--port",
+            str(free_port()),
+            "--cert-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
-    assert "MLflowSetting hub/x: spec.artifactEnv[0].value: AWS_SECRET_ACCESS_KEY looks like a credential" in result.stderr
+    assert (
+        "MLflowSetting hub/x: spec.artifactEnv[0].value: AWS_SECRET_ACCESS_KEY looks like a "
+        "credential" in result.stderr
+    )
     assert "Traceback" not in result.stderr
-

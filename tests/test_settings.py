@@ -20,8 +20,10 @@ GOOD: dict[str, Any] = {
         "group": "G_1",
         "trackingUri": "http://mlflow:5000",
         "trackingEnv": [
-            {"name": "MLFLOW_TRACKING_PASSWORD",
-             "valueFrom": {"secretKeyRef": {"name": "login", "key": "password"}}}
+            {
+                "name": "MLFLOW_TRACKING_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": "login", "key": "password"}},
+            }
         ],
     },
 }
@@ -48,38 +50,83 @@ def test_a_good_setting_keeps_its_env_as_written() -> None:
 @pytest.mark.parametrize(
     ("spec", "field", "words"),
     [
-        ({"trackingEnv": [{"name": "MLFLOW_TRACKING_PASSWORD", "value": "x"}]},
-         "spec.trackingEnv[0].value", "put it in a Secret"),
-        ({"artifactEnv": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}]},
-         "spec.artifactEnv[0].value", "looks like a credential"),
-        ({"trackingEnv": [{"name": "my_token", "value": "x"}]},
-         "spec.trackingEnv[0].value", "looks like a credential"),
-        ({"artifactEnv": [{"name": "1BAD=NAME", "value": "x"}]},
-         "spec.artifactEnv[0].name", "not a valid environment variable name"),
+        (
+            {"trackingEnv": [{"name": "MLFLOW_TRACKING_PASSWORD", "value": "x"}]},
+            "spec.trackingEnv[0].value",
+            "put it in a Secret",
+        ),
+        (
+            {"artifactEnv": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}]},
+            "spec.artifactEnv[0].value",
+            "looks like a credential",
+        ),
+        (
+            {"trackingEnv": [{"name": "my_token", "value": "x"}]},
+            "spec.trackingEnv[0].value",
+            "looks like a credential",
+        ),
+        (
+            {"artifactEnv": [{"name": "1BAD=NAME", "value": "x"}]},
+            "spec.artifactEnv[0].name",
+            "not a valid environment variable name",
+        ),
         ({"trackingUri": "mlflow:5000"}, "spec.trackingUri", "not a URL"),
         ({"trackingUri": None}, "spec.trackingUri", "required"),
         ({"group": ""}, "spec.group", "non-empty"),
         ({"uiUrl": "ftp://x"}, "spec.uiUrl", "not a URL"),
-        ({"artifactEnv": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "Bad_Name", "key": "k"}}}]},
-         "spec.artifactEnv[0].valueFrom.secretKeyRef.name", "not a valid object name"),
-        ({"artifactEnv": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}]},
-         "spec.artifactEnv[0].valueFrom", "secretKeyRef or configMapKeyRef"),
-        ({"artifactEnv": [{"name": "A", "value": "1", "valueFrom": {}}]},
-         "spec.artifactEnv[0]", "exactly one of value or valueFrom"),
-        ({"artifactEnv": [{"name": "MLFLOW_TRACKING_PASSWORD",
-                           "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
-         "spec.artifactEnv[0].name", "set twice"),
-        ({"trackingEnv": [{"name": "MLFLOW_TRACKING_URI", "value": "http://x"}]},
-         "spec.trackingEnv[0].name", "comes from trackingUri"),
-        ({"artifactEnvFrom": [{"secretRef": {"name": "s"}, "configMapRef": {"name": "c"}}]},
-         "spec.artifactEnvFrom[0]", "exactly one of"),
-        ({"artifactVolume": {"claimName": "project-x", "mountPath": "project/x"}},
-         "spec.artifactVolume.mountPath", "absolute"),
+        (
+            {
+                "artifactEnv": [
+                    {"name": "A", "valueFrom": {"secretKeyRef": {"name": "Bad_Name", "key": "k"}}}
+                ]
+            },
+            "spec.artifactEnv[0].valueFrom.secretKeyRef.name",
+            "not a valid object name",
+        ),
+        (
+            {"artifactEnv": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}]},
+            "spec.artifactEnv[0].valueFrom",
+            "secretKeyRef or configMapKeyRef",
+        ),
+        (
+            {"artifactEnv": [{"name": "A", "value": "1", "valueFrom": {}}]},
+            "spec.artifactEnv[0]",
+            "exactly one of value or valueFrom",
+        ),
+        (
+            {
+                "artifactEnv": [
+                    {
+                        "name": "MLFLOW_TRACKING_PASSWORD",
+                        "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}},
+                    }
+                ]
+            },
+            "spec.artifactEnv[0].name",
+            "set twice",
+        ),
+        (
+            {"trackingEnv": [{"name": "MLFLOW_TRACKING_URI", "value": "http://x"}]},
+            "spec.trackingEnv[0].name",
+            "comes from trackingUri",
+        ),
+        (
+            {"artifactEnvFrom": [{"secretRef": {"name": "s"}, "configMapRef": {"name": "c"}}]},
+            "spec.artifactEnvFrom[0]",
+            "exactly one of",
+        ),
+        (
+            {"artifactVolume": {"claimName": "project-x", "mountPath": "project/x"}},
+            "spec.artifactVolume.mountPath",
+            "absolute",
+        ),
         ({"modelInit": {"image": "x", "command": ["sh"]}}, "spec.modelInit", "only image"),
         ({"tackingUri": "http://typo"}, "spec", "unknown fields ['tackingUri']"),
     ],
 )
-def test_a_wrong_field_is_named_with_its_object(spec: dict[str, Any], field: str, words: str) -> None:
+def test_a_wrong_field_is_named_with_its_object(
+    spec: dict[str, Any], field: str, words: str
+) -> None:
     message = error_of(with_spec(**spec))
     assert message.startswith(f"MLflowSetting hub/g: {field}: "), message
     assert words in message

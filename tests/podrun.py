@@ -1,0 +1,86 @@
+"""Runs a container of a pod spec as a local process, the way a kubelet would start it: env
+resolved from Secrets and ConfigMaps (given as manifests), volume mounts mapped to folders."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+Manifest = dict[str, Any]
+
+
+def _data(objects: list[Manifest], kind: str, name: str) -> dict[str, str]:
+    for obj in objects:
+        if obj.get("kind") == kind and obj["metadata"]["name"] == name:
+            data = dict(obj.get("data") or {})
+            if kind == "Secret":  # base64 in data, plain in stringData
+                data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+            return {**data, **(obj.get("stringData") or {})}
+    raise KeyError(f"{kind} {name} not among the manifests")
+
+
+def resolve_env(container: dict[str, Any], objects: list[Manifest]) -> dict[str, str]:
+    """envFrom first, then env (env wins), as Kubernetes does."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        kind, ref = (
+            ("Secret", source["secretRef"])
+            if "secretRef" in source
+            else ("ConfigMap", source["configMapRef"])
+        )
+        for key, value in _data(objects, kind, ref["name"]).items():
+            env[source.get("prefix", "") + key] = value
+    for item in container.get("env") or []:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+            continue
+        source = item["valueFrom"]
+        kind, ref = (
+            ("Secret", source["secretKeyRef"])
+            if "secretKeyRef" in source
+            else ("ConfigMap", source["configMapKeyRef"])
+        )
+        env[item["name"]] = _data(objects, kind, ref["name"])[ref["key"]]
+    return env
+
+
+def mounts(
+    pod: dict[str, Any], container: dict[str, Any], folders: dict[str, Path]
+) -> dict[str, Path]:
+    """mountPath -> host folder, given a host folder for each pod volume by name."""
+    return {m["mountPath"]: folders[m["name"]] for m in container.get("volumeMounts") or []}
+
+
+def run_container(
+    pod: dict[str, Any],
+    name: str,
+    objects: list[Manifest],
+    folders: dict[str, Path],
+    termination_log: Path,
+) -> subprocess.CompletedProcess[str]:
+    """Runs init or regular container `name`; paths under its mounts are mapped to the folders."""
+    spec = pod["spec"]
+    container = next(
+        c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == name
+    )
+    mapped = mounts(pod, container, folders)
+
+    def host(arg: str) -> str:
+        for path, folder in sorted(mapped.items(), key=lambda kv: -len(kv[0])):
+            if arg == path or arg.startswith(path.rstrip("/") + "/"):
+                return str(folder) + arg[len(path.rstrip("/")) :]
+        return arg
+
+    command = [host(a) for a in container["command"] + container.get("args", [])]
+    command[0] = shutil.which(command[0]) or command[0]
+    command += ["--termination-message-path", str(termination_log)]
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/"),
+        **resolve_env(container, objects),
+    }
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
