@@ -1,9 +1,10 @@
-"""`mlflow-webhook`: serve, preview, copy-artifacts."""
+"""`mlflow-webhook`: serve, preview, copy-artifacts, certs."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -24,7 +25,12 @@ def _serve(args: argparse.Namespace) -> int:
         raise SystemExit("serve: give both --cert-file and --key-file, or neither")
     if args.cert_file is None:
         cert, key, ca = ensure_dev_certs(args.cert_dir)
-        print(f"TLS: self-signed certificate for localhost, 127.0.0.1; CA in {ca}", file=sys.stderr)
+        print(
+            f"TLS: self-signed certificate for localhost, 127.0.0.1; CA in {ca}\n"
+            f"Send it the example review:\n  curl --cacert {ca} -H 'Content-Type: application/json'"
+            f" --data @examples/admission-review.json https://{args.host}:{args.port}/mutate",
+            file=sys.stderr,
+        )
     else:
         cert, key = args.cert_file, args.key_file
     serve(
@@ -75,6 +81,27 @@ def _copy_artifacts(args: argparse.Namespace) -> int:
     from webhook.artifacts import run
 
     return run(args.model_uri, args.dest, args.timeout, args.termination_message_path)
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from webhook.certs import CertPolicy, ensure
+    from webhook.serve import kube_client
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    policy = CertPolicy(ca_days=args.ca_days, days=args.days)
+    print(
+        ensure(
+            kube_client(args.kubeconfig),
+            args.namespace,
+            args.secret,
+            args.service,
+            args.webhook_configuration,
+            policy,
+            rotate_ca=args.rotate_ca,
+            extra_hosts=args.host,
+        )
+    )
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -130,6 +157,28 @@ def parser() -> argparse.ArgumentParser:
         help="where the failure sentence goes (default /dev/termination-log, if any)",
     )
     c.set_defaults(func=_copy_artifacts)
+
+    k = sub.add_parser("certs", help="keep the webhook's certificates (self-managed install)")
+    ksub = k.add_subparsers(dest="action", required=True)
+    e = ksub.add_parser("ensure", help="create or renew the CA and serving certificate")
+    e.add_argument("--namespace", default="mlflow-webhook")
+    e.add_argument("--secret", default="mlflow-webhook-tls")
+    e.add_argument("--service", default="mlflow-webhook")
+    e.add_argument("--webhook-configuration", default="mlflow-webhook")
+    e.add_argument("--kubeconfig", type=Path, help="default: in-cluster")
+    e.add_argument("--days", type=float, default=90, help="serving certificate lifetime")
+    e.add_argument("--ca-days", type=float, default=730, help="CA lifetime")
+    e.add_argument(
+        "--host",
+        action="append",
+        help="another DNS name or IP address for the serving certificate (repeatable)",
+    )
+    e.add_argument(
+        "--rotate-ca",
+        action="store_true",
+        help="replace the CA now (keeps the old one in the bundle)",
+    )
+    e.set_defaults(func=_certs)
     return p
 
 

@@ -1,0 +1,647 @@
+"""The install from manifests/, proven against a real kube-apiserver + etcd: the webhook runs
+locally with TLS as its own restricted identity, and pods are created through the API server."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from tests.cluster import ControlPlane, control_plane
+from tests.procs import free_port, wait_until
+from tests.webhookproc import WebhookProcess
+from webhook.tls import make_ca, make_serving_cert, write_atomic
+
+ROOT = Path(__file__).parent.parent
+EXAMPLES = ROOT / "examples"
+pytestmark = pytest.mark.cluster
+
+
+def kustomize(overlay: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "manifests" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def pod_file(name: str, unique: bool = False) -> dict[str, Any]:
+    """An example pod; `unique` gives it a generated name, so it can be created many times."""
+    pod: dict[str, Any] = yaml.safe_load((EXAMPLES / "pods" / f"{name}.yaml").read_text())
+    if unique:
+        pod["metadata"]["generateName"] = pod["metadata"].pop("name", name) + "-"
+    return pod
+
+
+@dataclass
+class Installed:
+    cp: ControlPlane
+    webhook: WebhookProcess
+    ca_file: Path
+    cert_dir: Path
+
+    def create(
+        self, pod: dict[str, Any], namespace: str = "hub", dry_run: bool = False
+    ) -> requests.Response:
+        params = {"dryRun": "All"} if dry_run else {}
+        return self.cp.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod, **params)
+
+    def created(self, pod: dict[str, Any], namespace: str = "hub") -> dict[str, Any]:
+        r = self.create(pod, namespace)
+        assert r.status_code == 201, r.text
+        stored: dict[str, Any] = r.json()
+        return stored
+
+    def apply(self, manifest: str | list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+        text = manifest if isinstance(manifest, str) else yaml.safe_dump_all(manifest)
+        return self.cp.kubectl("apply", "-f", "-", input=text, check=False)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    with control_plane(tmp_path_factory.mktemp("cluster")) as cp:
+        yield cp
+
+
+def _webhook_configuration(docs: list[dict[str, Any]], url: str, ca: bytes) -> dict[str, Any]:
+    config = copy.deepcopy(next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration"))
+    for hook in config["webhooks"]:
+        hook["clientConfig"] = {"url": url, "caBundle": base64.b64encode(ca).decode()}
+    return config
+
+
+@pytest.fixture(scope="module")
+def installed(
+    cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Installed]:
+    tmp = tmp_path_factory.mktemp("install")
+    docs = kustomize("overlays/self-managed")
+    cert_dir = tmp / "tls"
+    cert_dir.mkdir()
+    ca = make_ca("local-webhook-ca")
+    serving = make_serving_cert(ca, ["127.0.0.1", "localhost"])
+    (cert_dir / "tls.crt").write_bytes(serving.cert_pem())
+    (cert_dir / "tls.key").write_bytes(serving.key_pem())
+    ca_file = tmp / "ca.crt"
+    ca_file.write_bytes(ca.cert_pem())
+    port = free_port()
+    webhook = WebhookProcess(cert_dir, cluster.webhook_kubeconfig, port, tmp / "webhook.log")
+    inst = Installed(cluster, webhook, ca_file, cert_dir)
+
+    others = [d for d in docs if d["kind"] != "MutatingWebhookConfiguration"]
+    result = inst.apply(others)
+    assert result.returncode == 0, result.stderr
+    cluster.kubectl(
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        "crd/mlflowsettings.mlflow.primehub.io",
+    )
+    namespaces = {
+        "hub": {"mlflow.primehub.io/injection": "enabled"},
+        "team-b": {"mlflow.primehub.io/injection": "enabled"},
+        "closed": {},
+        "secure": {
+            "mlflow.primehub.io/injection": "enabled",
+            "pod-security.kubernetes.io/enforce": "restricted",
+        },
+    }
+    inst.apply(
+        [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": labels}}
+            for n, labels in namespaces.items()
+        ]
+    )
+    for f in ("secrets.yaml", "settings.yaml"):
+        result = inst.apply((EXAMPLES / f).read_text())
+        assert result.returncode == 0, result.stderr
+    result = inst.apply("""
+apiVersion: mlflow.primehub.io/v1alpha1
+kind: MLflowSetting
+metadata: {name: secure, namespace: secure}
+spec: {group: secure, trackingUri: "http://mlflow.secure.svc:5000"}
+""")
+    assert result.returncode == 0, result.stderr
+    webhook.start(ca_file)
+    result = inst.apply([_webhook_configuration(docs, f"{webhook.url}/mutate", ca.cert_pem())])
+    assert result.returncode == 0, result.stderr
+
+    def active() -> bool:  # a new webhook configuration takes a moment to be used
+        r = inst.create(pod_file("notebook", unique=True), dry_run=True)
+        return "mlflow.primehub.io/injected" in r.json()["metadata"].get("annotations", {})
+
+    wait_until(active, 30, "webhook configuration")
+    try:
+        yield inst
+    finally:
+        webhook.stop()
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_the_kustomize_builds_pass_server_side_dry_run(
+    installed: Installed, tmp_path: Path
+) -> None:
+    for overlay in ("base", "overlays/self-managed"):
+        r = installed.cp.kubectl(
+            "apply", "--dry-run=server", "-k", str(ROOT / "manifests" / overlay), check=False
+        )
+        assert r.returncode == 0, f"{overlay}: {r.stderr}"
+    # cert-manager is not installed here: stand-in CRDs with open schemas let the API server
+    # check the rest of that overlay (the Certificate/Issuer bodies themselves are unchecked).
+    stand_ins = [
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.cert-manager.io"},
+            "spec": {
+                "group": "cert-manager.io",
+                "scope": "Namespaced",
+                "names": {"kind": kind, "plural": plural},
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            }
+                        },
+                    }
+                ],
+            },
+        }
+        for kind, plural in (("Issuer", "issuers"), ("Certificate", "certificates"))
+    ]
+    assert installed.apply(stand_ins).returncode == 0
+    installed.cp.kubectl(
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        "crd/issuers.cert-manager.io",
+        "crd/certificates.cert-manager.io",
+    )
+    r = installed.cp.kubectl(
+        "apply",
+        "--dry-run=server",
+        "-k",
+        str(ROOT / "manifests" / "overlays" / "cert-manager"),
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            "{group: g, trackingUri: 'http://m', trackingEnv: [{name: MLFLOW_TRACKING_PASSWORD, "
+            "value: hunter2}]}",
+            "looks like a credential",
+        ),
+        ("{group: g}", "spec.trackingUri: Required value"),
+        ("{group: g, trackingUri: 'mlflow:5000'}", "spec.trackingUri"),
+        (
+            "{group: g, trackingUri: 'http://m', artifactEnv: [{name: A, value: x, valueFrom: "
+            "{secretKeyRef: {name: s, key: k}}}]}",
+            "needs exactly one of value or valueFrom",
+        ),
+        (
+            "{group: g, trackingUri: 'http://m', trackingEnv: [{name: X, value: '1'}], "
+            "artifactEnv: [{name: X, value: '2'}]}",
+            "in trackingEnv or artifactEnv, not both",
+        ),
+        (
+            "{group: g, trackingUri: 'http://m', artifactVolume: {claimName: p, mountPath: rel}}",
+            "spec.artifactVolume.mountPath",
+        ),
+        (
+            "{group: g, trackingUri: 'http://m', tackingUri: typo}",
+            'unknown field "spec.tackingUri"',
+        ),
+    ],
+)
+def test_the_api_server_rejects_bad_settings_with_the_field(
+    installed: Installed, spec: str, message: str
+) -> None:
+    r = installed.apply(
+        "apiVersion: mlflow.primehub.io/v1alpha1\nkind: MLflowSetting\n"
+        f"metadata: {{name: bad, namespace: hub}}\nspec: {spec}\n"
+    )
+    assert r.returncode != 0
+    assert message in r.stderr, r.stderr
+
+
+def test_primehub_pods_get_the_injection_through_the_api_server(installed: Installed) -> None:
+    notebook = installed.created(pod_file("notebook"))
+    env = env_of(notebook["spec"]["containers"][0])
+    assert env["MLFLOW_TRACKING_URI"]["value"] == "https://mlflow.research.example.com"
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "research-mlflow-login",
+        "key": "password",
+    }
+    assert notebook["metadata"]["annotations"]["mlflow.primehub.io/injected"] == "hub/research-team"
+
+    job = installed.created(pod_file("job"))
+    assert {"name": "mlflow-group-volume", "mountPath": "/project/phusers"} in job["spec"][
+        "containers"
+    ][0]["volumeMounts"]
+
+    deployment = installed.created(pod_file("deployment"))
+    init = deployment["spec"]["initContainers"][-1]
+    assert init["name"] == "mlflow-model-init"
+    assert init["command"] == [
+        "mlflow-webhook",
+        "copy-artifacts",
+        "models:/churn model/3",
+        "/mnt/models",
+    ]
+    assert "env" not in deployment["spec"]["containers"][0]
+
+
+def test_other_pods_namespaces_and_opt_outs_are_untouched(installed: Installed) -> None:
+    plain = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "plain-"},
+        "spec": {"containers": [{"name": "c", "image": "nginx"}]},
+    }
+    assert "annotations" not in installed.created(plain)["metadata"]
+
+    notebook = pod_file("notebook")
+    del notebook["metadata"]["namespace"]
+    for namespace in ("closed", "team-b"):  # not opted in; opted in but no setting there
+        stored = installed.created(notebook, namespace)
+        assert "env" not in stored["spec"]["containers"][0] or all(
+            e["name"] == "JUPYTERHUB_USER" for e in stored["spec"]["containers"][0]["env"]
+        )
+        installed.cp.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/jupyter-alice")
+    r = installed.create(notebook, "team-b", dry_run=True)
+    assert (
+        r.headers.get("Warning", "").find(
+            "no MLflowSetting for group 'Research_Team' in namespace 'team-b'"
+        )
+        >= 0
+    )
+
+    opted_out = pod_file("job")
+    opted_out["metadata"]["name"] = "job-opted-out"
+    opted_out["metadata"]["annotations"] = {"mlflow.primehub.io/inject": "false"}
+    stored = installed.created(opted_out)
+    assert "env" not in stored["spec"]["containers"][0]
+    assert "mlflow.primehub.io/injected" not in stored["metadata"]["annotations"]
+
+
+def test_the_webhook_identity_reads_settings_but_no_secrets(installed: Installed) -> None:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    api = client.CustomObjectsApi(installed.cp.client(installed.cp.webhook_kubeconfig))
+    found = api.list_cluster_custom_object("mlflow.primehub.io", "v1alpha1", "mlflowsettings")
+    assert len(found["items"]) >= 3
+    core = client.CoreV1Api(installed.cp.client(installed.cp.webhook_kubeconfig))
+    for call in (
+        lambda: core.read_namespaced_secret("research-mlflow-login", "hub"),
+        lambda: core.list_secret_for_all_namespaces(),
+    ):
+        with pytest.raises(ApiException) as e:
+            call()
+        assert e.value.status == 403
+
+
+def test_a_restricted_namespace_admits_the_deployment_with_its_init_container(
+    installed: Installed,
+) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "deploy-secure-",
+            "labels": {"app": "primehub-deployment", "primehub.io/group": "escaped-secure"},
+            "annotations": {"mlflow.primehub.io/model-uri": "models:/m/1"},
+        },
+        "spec": {
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "model",
+                    "image": "model-server",
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+    stored = installed.created(pod, "secure")
+    assert [c["name"] for c in stored["spec"]["initContainers"]] == ["mlflow-model-init"]
+
+
+@contextlib.contextmanager
+def sidecar_webhook(installed: Installed, tmp: Path) -> Iterator[None]:
+    """A second, real mutating webhook that adds a container after ours has run."""
+    from werkzeug.serving import make_server
+
+    from flask import Flask, request
+
+    app = Flask("sidecar")
+
+    @app.post("/mutate")
+    def mutate() -> Any:
+        review = request.get_json()
+        pod = review["request"]["object"]
+        patch = []
+        if not any(c["name"] == "sidecar" for c in pod["spec"]["containers"]):
+            patch = [
+                {
+                    "op": "add",
+                    "path": "/spec/containers/-",
+                    "value": {"name": "sidecar", "image": "busybox"},
+                }
+            ]
+        return {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "response": {
+                "uid": review["request"]["uid"],
+                "allowed": True,
+                "patchType": "JSONPatch",
+                "patch": base64.b64encode(json.dumps(patch).encode()).decode(),
+            },
+        }
+
+    ca = make_ca("sidecar-ca")
+    pair = make_serving_cert(ca, ["127.0.0.1"])
+    (tmp / "s.crt").write_bytes(pair.cert_pem())
+    (tmp / "s.key").write_bytes(pair.key_pem())
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp / "s.crt", tmp / "s.key")
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True, ssl_context=ctx)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "zz-sidecar-injector"},
+        "webhooks": [
+            {
+                "name": "sidecar.example.com",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "failurePolicy": "Fail",
+                "clientConfig": {
+                    "url": f"https://127.0.0.1:{port}/mutate",
+                    "caBundle": base64.b64encode(ca.cert_pem()).decode(),
+                },
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["pods"],
+                    }
+                ],
+                "objectSelector": {"matchLabels": {"sidecar": "please"}},
+            }
+        ],
+    }
+    assert installed.apply([config]).returncode == 0
+    try:
+        yield
+    finally:
+        installed.cp.kubectl("delete", "mutatingwebhookconfiguration", "zz-sidecar-injector")
+        server.shutdown()
+
+
+def test_reinvocation_injects_a_container_added_after_us_exactly_once(
+    installed: Installed, tmp_path: Path
+) -> None:
+    pod = pod_file("job")
+    pod["metadata"]["name"] = "job-with-sidecar"
+    pod["metadata"]["labels"]["sidecar"] = "please"
+    with sidecar_webhook(installed, tmp_path):
+        wait_until(
+            lambda: len(installed.create(pod, dry_run=True).json()["spec"]["containers"]) == 2,
+            30,
+            "sidecar webhook",
+        )
+        stored = installed.created(pod)
+    assert [c["name"] for c in stored["spec"]["containers"]] == ["main", "sidecar"]
+    for container in stored["spec"]["containers"]:
+        names = [e["name"] for e in container["env"]]
+        assert names.count("MLFLOW_TRACKING_URI") == 1, container
+        assert [m["name"] for m in container["volumeMounts"]].count("mlflow-group-volume") == 1
+    assert [v["name"] for v in stored["spec"]["volumes"]].count("mlflow-group-volume") == 1
+
+
+def _tracking_uri(installed: Installed) -> str | None:
+    pod = installed.create(pod_file("job", unique=True), dry_run=True).json()
+    env = env_of(pod["spec"]["containers"][0])
+    return env["MLFLOW_TRACKING_URI"]["value"] if "MLFLOW_TRACKING_URI" in env else None
+
+
+def test_a_changed_setting_reaches_the_next_pod_within_two_seconds(installed: Installed) -> None:
+    setting = next(
+        d
+        for d in yaml.safe_load_all((EXAMPLES / "settings.yaml").read_text())
+        if d["metadata"]["name"] == "phusers"
+    )
+    setting["spec"]["trackingUri"] = "http://app-mlflow-new:5000"
+    assert installed.apply([setting]).returncode == 0
+    changed = time.monotonic()
+    wait_until(lambda: _tracking_uri(installed) == "http://app-mlflow-new:5000", 2, "update")
+    assert time.monotonic() - changed < 2
+
+    installed.cp.kubectl("delete", "-n", "hub", "mlflowsetting", "phusers")
+    deleted = time.monotonic()
+    wait_until(lambda: _tracking_uri(installed) is None, 2, "delete")
+    assert time.monotonic() - deleted < 2
+    # Put it back for the other tests.
+    assert installed.apply((EXAMPLES / "settings.yaml").read_text()).returncode == 0
+    wait_until(lambda: _tracking_uri(installed) == "http://app-mlflow-xyz12:5000", 5, "restore")
+
+
+def test_with_the_webhook_down_notebooks_start_and_deployments_are_refused(
+    installed: Installed,
+) -> None:
+    installed.webhook.stop()
+    try:
+        notebook = installed.create(pod_file("notebook", unique=True), dry_run=True)
+        assert notebook.status_code == 201
+        assert "mlflow.primehub.io/injected" not in notebook.json()["metadata"].get(
+            "annotations", {}
+        )
+        deployment = installed.create(pod_file("deployment", unique=True), dry_run=True)
+        assert deployment.status_code == 500
+        assert (
+            'failed calling webhook "deployments.mlflow.primehub.io"'
+            in deployment.json()["message"]
+        )
+    finally:
+        installed.webhook.start(installed.ca_file)
+    assert installed.create(pod_file("deployment", unique=True), dry_run=True).status_code == 201
+    notebook = installed.create(pod_file("notebook", unique=True), dry_run=True).json()
+    assert "mlflow.primehub.io/injected" in notebook["metadata"]["annotations"]
+
+
+def test_kubectl_server_dry_run_shows_the_mutation(installed: Installed) -> None:
+    r = installed.cp.kubectl(
+        "create", "--dry-run=server", "-o", "yaml", "-f", str(EXAMPLES / "pods" / "deployment.yaml")
+    )
+    pod = yaml.safe_load(r.stdout)
+    assert pod["spec"]["initContainers"][0]["name"] == "mlflow-model-init"
+    assert pod["metadata"]["annotations"]["mlflow.primehub.io/injected"] == "hub/research-team"
+
+
+def _certs(installed: Installed, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "webhook",
+            "certs",
+            "ensure",
+            f"--kubeconfig={installed.cp.certs_kubeconfig}",
+            "--host=127.0.0.1",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _kubelet_sync(installed: Installed) -> str:
+    """What the kubelet does with the mounted Secret: the webhook's files follow its data."""
+    r = installed.cp.request("GET", "/api/v1/namespaces/mlflow-webhook/secrets/mlflow-webhook-tls")
+    data = {k: base64.b64decode(v) for k, v in r.json()["data"].items()}
+    write_atomic(installed.cert_dir / "tls.key", data["tls.key"])
+    write_atomic(installed.cert_dir / "tls.crt", data["tls.crt"])
+    return data["ca-signing.crt"].decode()
+
+
+def test_certificate_rotation_while_pods_are_created_fails_nothing(installed: Installed) -> None:
+    first = _certs(installed)  # as the certs Job's identity, bound by manifests/ RBAC
+    assert first.returncode == 0, first.stderr
+    ca_pem = _kubelet_sync(installed)
+    (installed.cert_dir / "ca-now.crt").write_text(ca_pem)
+    wait_until(
+        lambda: (
+            requests.get(
+                f"{installed.webhook.url}/healthz",
+                timeout=2,
+                verify=installed.cert_dir / "ca-now.crt",
+            ).ok
+        ),
+        10,
+        "new cert",
+    )
+
+    results: list[tuple[str, int, bool]] = []
+    stop = threading.Event()
+
+    def create_pods() -> None:
+        i = 0
+        while not stop.is_set():
+            kind = ("notebook", "deployment")[i % 2]
+            r = installed.create(pod_file(kind, unique=True), dry_run=True)
+            injected = r.status_code == 201 and "mlflow.primehub.io/injected" in r.json()[
+                "metadata"
+            ].get("annotations", {})
+            results.append((kind, r.status_code, injected))
+            i += 1
+
+    load = threading.Thread(target=create_pods)
+    load.start()
+    try:
+        wait_until(lambda: len(results) >= 20, 30, "pods before rotation")
+        rotated = _certs(installed, "--rotate-ca")
+        assert rotated.returncode == 0, rotated.stderr
+        assert "CA bundle has 2 certificate(s)" in rotated.stdout
+        new_ca = _kubelet_sync(installed)
+        assert new_ca != ca_pem
+        (installed.cert_dir / "ca-new.crt").write_text(new_ca)
+        wait_until(
+            lambda: (
+                requests.get(
+                    f"{installed.webhook.url}/healthz",
+                    timeout=2,
+                    verify=installed.cert_dir / "ca-new.crt",
+                ).ok
+            ),
+            10,
+            "rotated cert",
+        )
+        count = len(results)
+        wait_until(lambda: len(results) >= count + 20, 30, "pods after rotation")
+    finally:
+        stop.set()
+        load.join()
+    failures = [r for r in results if r[1] != 201 or not r[2]]
+    assert failures == [], failures[:5]
+
+
+def test_concurrent_certificate_runs_agree(installed: Installed) -> None:
+    """Two replicas of the keeper starting at once: one Secret, both runs succeed."""
+    from webhook.certs import ensure
+
+    client = installed.cp.client(installed.cp.certs_kubeconfig)
+    installed.cp.request("DELETE", "/api/v1/namespaces/mlflow-webhook/secrets/mlflow-webhook-tls")
+    outcomes: list[str] = []
+    errors: list[Exception] = []
+
+    def run() -> None:
+        try:
+            outcomes.append(
+                ensure(
+                    client,
+                    "mlflow-webhook",
+                    "mlflow-webhook-tls",
+                    "mlflow-webhook",
+                    "mlflow-webhook",
+                    extra_hosts=["127.0.0.1"],
+                )
+            )
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(outcomes) == 2
+    secret = installed.cp.request(
+        "GET", "/api/v1/namespaces/mlflow-webhook/secrets/mlflow-webhook-tls"
+    ).json()
+    config = installed.cp.request(
+        "GET", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/mlflow-webhook"
+    ).json()
+    bundle = base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"])
+    assert base64.b64decode(secret["data"]["ca-signing.crt"]) in bundle

@@ -1,0 +1,215 @@
+"""`mlflow-webhook certs ensure`: the webhook's CA and serving certificate, kept in a Secret, and
+the CA bundle in the webhook configuration. Renewal never breaks a request in flight:
+
+- a new CA enters the bundle (old + new) in the webhook configuration before the Secret that
+  serves a certificate signed by it is written, and the old CA stays in the bundle until it
+  expires, so whichever certificate a replica serves during the switch is trusted;
+- concurrent runs are safe: the Secret is written with optimistic concurrency, a loser re-reads.
+
+Objects are read and written as plain JSON so fields this code does not know survive.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from webhook.tls import KeyPair, load_pair, make_ca, make_serving_cert, remaining
+
+log = logging.getLogger(__name__)
+
+Data = dict[str, bytes]
+TLS_CRT, TLS_KEY, BUNDLE, CA_CRT, CA_KEY = (
+    "tls.crt",
+    "tls.key",
+    "ca.crt",
+    "ca-signing.crt",
+    "ca-signing.key",
+)
+
+
+@dataclass(frozen=True)
+class CertPolicy:
+    ca_days: float = 730
+    days: float = 90
+    renew_fraction: float = 1 / 3  # renew when less than this part of the lifetime is left
+
+
+def hosts_for(service: str, namespace: str, extra: list[str] | None = None) -> list[str]:
+    return [
+        f"{service}.{namespace}.svc",
+        f"{service}.{namespace}.svc.cluster.local",
+        f"{service}.{namespace}",
+        service,
+        *(extra or []),
+    ]
+
+
+def _due(cert: x509.Certificate, fraction: float) -> bool:
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    return remaining(cert) < lifetime * fraction
+
+
+def _sans(cert: x509.Certificate) -> set[str]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(v) for v in ext.get_values_for_type(x509.DNSName)} | {
+        str(v) for v in ext.get_values_for_type(x509.IPAddress)
+    }
+
+
+def _bundle(*pems: bytes) -> bytes:
+    """CA certificates, newest first, without duplicates or expired ones."""
+    seen: set[bytes] = set()
+    out: list[bytes] = []
+    for pem in pems:
+        for cert in x509.load_pem_x509_certificates(pem) if pem.strip() else []:
+            fingerprint = cert.fingerprint(hashes.SHA256())
+            if fingerprint in seen or remaining(cert) <= datetime.timedelta(0):
+                continue
+            seen.add(fingerprint)
+            out.append(cert.public_bytes(serialization.Encoding.PEM))
+    return b"".join(out)
+
+
+def plan(
+    data: Data | None, hosts: list[str], policy: CertPolicy, rotate_ca: bool = False
+) -> Data | None:
+    """The Secret's next data, or None when nothing is due. Pure apart from key generation."""
+    if not data or CA_CRT not in data or CA_KEY not in data:
+        ca = make_ca(days=policy.ca_days)
+        return _issue(ca, hosts, policy, ca.cert_pem())
+    ca = load_pair(data[CA_CRT], data[CA_KEY])
+    if rotate_ca or _due(ca.cert, policy.renew_fraction):
+        new_ca = make_ca(days=policy.ca_days)
+        return _issue(new_ca, hosts, policy, _bundle(new_ca.cert_pem(), data.get(BUNDLE, b"")))
+    leaf = x509.load_pem_x509_certificate(data[TLS_CRT]) if TLS_CRT in data else None
+    if (
+        leaf is None
+        or _due(leaf, policy.renew_fraction)
+        or _sans(leaf) != set(hosts)
+        or leaf.issuer != ca.cert.subject
+    ):
+        return _issue(ca, hosts, policy, _bundle(ca.cert_pem(), data.get(BUNDLE, b"")))
+    return None
+
+
+def _issue(ca: KeyPair, hosts: list[str], policy: CertPolicy, bundle: bytes) -> Data:
+    leaf = make_serving_cert(ca, hosts, days=min(policy.days, policy.ca_days))
+    return {
+        TLS_CRT: leaf.cert_pem(),
+        TLS_KEY: leaf.key_pem(),
+        BUNDLE: bundle,
+        CA_CRT: ca.cert_pem(),
+        CA_KEY: ca.key_pem(),
+    }
+
+
+class Conflict(Exception):
+    pass
+
+
+class _Api:
+    """Raw JSON reads and writes through the kubernetes client (no typed models)."""
+
+    def __init__(self, api_client: Any) -> None:
+        self.client = api_client
+
+    def call(self, method: str, path: str, body: Any = None) -> dict[str, Any] | None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            resp = self.client.call_api(
+                path,
+                method,
+                body=body,
+                header_params={"Content-Type": "application/json", "Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+            )
+        except ApiException as e:
+            if e.status == 404 and method == "GET":
+                return None
+            if e.status == 409:
+                raise Conflict(path) from None
+            raise
+        result: dict[str, Any] = json.loads(resp.data)
+        return result
+
+
+def ensure(
+    api_client: Any,
+    namespace: str,
+    secret: str,
+    service: str,
+    webhook_configuration: str,
+    policy: CertPolicy = CertPolicy(),
+    rotate_ca: bool = False,
+    extra_hosts: list[str] | None = None,
+) -> str:
+    """One run of the certificate keeper; returns what it did, in words."""
+    api = _Api(api_client)
+    hosts = hosts_for(service, namespace, extra_hosts)
+    secret_path = f"/api/v1/namespaces/{namespace}/secrets"
+    for _ in range(10):
+        current = api.call("GET", f"{secret_path}/{secret}")
+        data = {k: base64.b64decode(v) for k, v in ((current or {}).get("data") or {}).items()}
+        new = plan(data, hosts, policy, rotate_ca)
+        _publish_bundle(api, webhook_configuration, (new or data)[BUNDLE])  # trust, then serve
+        if new is None:
+            return "certificates are up to date"
+        body = current or {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": secret, "namespace": namespace},
+        }
+        body["data"] = {k: base64.b64encode(v).decode() for k, v in new.items()}
+        try:
+            if current is None:
+                api.call("POST", secret_path, body)
+            else:
+                api.call("PUT", f"{secret_path}/{secret}", body)  # carries resourceVersion
+        except Conflict:
+            log.info("the Secret changed under us (another run); reading it again")
+            rotate_ca = False  # the other run rotated, or will: do not rotate twice
+            continue
+        leaf = x509.load_pem_x509_certificate(new[TLS_CRT])
+        return (
+            f"wrote a serving certificate for {hosts[0]} valid until "
+            f"{leaf.not_valid_after_utc:%Y-%m-%d}; CA bundle has "
+            f"{new[BUNDLE].count(b'BEGIN CERTIFICATE')} certificate(s)"
+        )
+    raise RuntimeError(f"Secret {namespace}/{secret} kept changing; giving up")
+
+
+def _publish_bundle(api: _Api, name: str, bundle: bytes) -> None:
+    path = f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}"
+    encoded = base64.b64encode(bundle).decode()
+    for _ in range(10):
+        config = api.call("GET", path)
+        if config is None:
+            raise RuntimeError(
+                f"MutatingWebhookConfiguration {name} does not exist; install the manifests first"
+            )
+        hooks = config.get("webhooks") or []
+        if all((h.get("clientConfig") or {}).get("caBundle") == encoded for h in hooks):
+            return
+        for hook in hooks:
+            hook.setdefault("clientConfig", {})["caBundle"] = encoded
+        try:
+            api.call("PUT", path, config)
+            return
+        except Conflict:
+            continue
+    raise RuntimeError(f"MutatingWebhookConfiguration {name} kept changing; giving up")
