@@ -364,9 +364,8 @@ def test_a_restricted_namespace_admits_the_deployment_with_its_init_container(
 @contextlib.contextmanager
 def sidecar_webhook(installed: Installed, tmp: Path) -> Iterator[None]:
     """A second, real mutating webhook that adds a container after ours has run."""
-    from werkzeug.serving import make_server
-
     from flask import Flask, request
+    from werkzeug.serving import make_server
 
     app = Flask("sidecar")
 
