@@ -17,6 +17,7 @@ def escape_group(name: str) -> str:
     return "escaped-" + escaped.lower()
 
 
+@lru_cache(maxsize=65536)
 def group_name(label: str) -> str:
     """The name people know, for messages: the inverse of `escape_group` where it can tell."""
     if not label.startswith("escaped-"):

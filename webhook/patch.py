@@ -13,7 +13,9 @@ Op = dict[str, Any]
 
 
 def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
+    if "~" in key or "/" in key:
+        return key.replace("~", "~0").replace("/", "~1")
+    return key
 
 
 def make_patch(old: Any, new: Any, path: str = "") -> list[Op]:

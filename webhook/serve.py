@@ -74,9 +74,12 @@ def kube_client(kubeconfig: Path | None) -> Any:
     return client.ApiClient()
 
 
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
-    def __init__(self, opts: ServeOptions) -> None:
+class GunicornServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn with the webhook's settings; `load` builds the WSGI app in each worker."""
+
+    def __init__(self, opts: ServeOptions, load: Callable[[ServeOptions], Any] = build_app) -> None:
         self.opts = opts
+        self._load = load
         self.tls = ReloadingContext(opts.cert_file, opts.key_file)
         super().__init__()
 
@@ -109,7 +112,7 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        return build_app(self.opts)
+        return self._load(self.opts)
 
 
 def _setup_logging(level: str) -> None:
@@ -118,14 +121,14 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def serve(opts: ServeOptions) -> None:
+def serve(opts: ServeOptions, load: Callable[[ServeOptions], Any] = build_app) -> None:
     _setup_logging(opts.log_level)
     if opts.settings_file is not None:
         load_file(opts.settings_file, SettingsIndex(opts.config.default_namespace))  # fail fast
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlflow-webhook-metrics-")
     try:
-        server = _Gunicorn(opts)
+        server = GunicornServer(opts, load)
     except (OSError, ssl.SSLError) as e:
         raise SystemExit(f"cannot load the TLS certificate: {e}") from None
     server.run()
