@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,6 +81,24 @@ def test_local_artifact_root_on_the_group_volume(stores: Stores, tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert tree(tmp_path / "m") == expected(stores, "iris", "1")
     assert str(stores.group_volume) in result.stderr  # the source it read
+
+
+def test_a_group_volume_that_is_not_mounted_is_named(stores: Stores, tmp_path: Path) -> None:
+    version = register(
+        stores.mlflow.url, "group", None, "lost", make_model_dir(tmp_path / "src", 11)
+    )
+    from mlflow import MlflowClient
+
+    source = MlflowClient(tracking_uri=stores.mlflow.url).get_model_version_download_uri(
+        "lost", version
+    )
+    shutil.rmtree(source)  # as if the group volume were not mounted in this pod
+    result, term = copy(f"models:/lost/{version}", tmp_path / "m", stores.mlflow.env)
+    assert result.returncode == 3
+    assert (
+        f'there are no artifacts for version {version} of model "lost" at {source}; '
+        "is the group volume mounted there?" in term
+    )
 
 
 def test_s3_compatible_store(stores: Stores, tmp_path: Path) -> None:
