@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -53,11 +54,15 @@ def make_model(root: Path, small: int, large: int, large_mb: int) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def timed(args: list[str], env: dict[str, str] | None = None) -> float:
+def timed(args: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
     start = time.perf_counter()
-    subprocess.run(args, check=True, env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    done = subprocess.run(args, check=True, env=env, capture_output=True, text=True)
+    return time.perf_counter() - start, done.stderr
+
+
+def phase(log: str, pattern: str) -> float:
+    """A duration copy-artifacts logged (resolution, or the copy itself)."""
+    return float(re.findall(pattern, log)[-1])
 
 
 def main() -> None:
@@ -85,30 +90,73 @@ def main() -> None:
             s3_prefix = _s3_prefix(server.url)
             env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, **s3.env}
             cmd = [sys.executable, "-m", "webhook", "copy-artifacts"]
-            runs: dict[str, list[float]] = {k: [] for k in
-                                            ("cp -r", "copy local", "boto3", "copy s3", "imports")}
+            runs: dict[str, list[float]] = {
+                k: []
+                for k in (
+                    "cp -r",
+                    "copy local",
+                    "boto3",
+                    "copy s3",
+                    "imports",
+                    "resolve",
+                    "copy local (copy phase)",
+                    "copy s3 (copy phase)",
+                )
+            }
             for r in range(a.rounds):
                 for name, args in (
                     ("cp -r", ["cp", "-r", str(local_src), str(tmp / "out")]),
                     ("copy local", [*cmd, "models:/bench-local/1", str(tmp / "out")]),
-                    ("boto3", [sys.executable, "-c", BOTO_BASELINE, "mlflow", s3_prefix,
-                               str(tmp / "out")]),
+                    (
+                        "boto3",
+                        [
+                            sys.executable,
+                            "-c",
+                            BOTO_BASELINE,
+                            "mlflow",
+                            s3_prefix,
+                            str(tmp / "out"),
+                        ],
+                    ),
                     ("copy s3", [*cmd, "models:/bench-s3/1", str(tmp / "out")]),
-                    ("imports", [sys.executable, "-c",
-                                 "import webhook.artifacts, mlflow.artifacts, boto3"]),
+                    (
+                        "imports",
+                        [sys.executable, "-c", "import webhook.artifacts, mlflow.artifacts, boto3"],
+                    ),
                 ):
-                    runs[name].append(timed(args, env))
+                    seconds, log = timed(args, env)
+                    runs[name].append(seconds)
+                    if name.startswith("copy "):
+                        runs[f"{name} (copy phase)"].append(phase(log, r"in ([0-9.]+) s \("))
+                        runs["resolve"].append(phase(log, r"resolved .* in ([0-9.]+) s"))
                     shutil.rmtree(tmp / "out", ignore_errors=True)
                 print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
             med = {k: statistics.median(v) for k, v in runs.items()}
-            print(f"{'copy':<12}{'median s':>10}{'MB/s':>10}   ({files} files, "
-                  f"{size / 1e9:.2f} GB; {a.rounds} rounds)")
-            for name in ("cp -r", "copy local", "boto3", "copy s3"):
-                print(f"{name:<12}{med[name]:>10.2f}{size / 1e6 / med[name]:>10.0f}")
-            print(f"start-up (imports) of copy-artifacts: {med['imports']:.2f} s")
-            print(f"local: cp -r / copy-artifacts = {med['cp -r'] / med['copy local']:.2f} "
-                  f"(without start-up {med['cp -r'] / (med['copy local'] - med['imports']):.2f})")
-            print(f"s3: boto3 / copy-artifacts = {med['boto3'] / med['copy s3']:.2f}")
+            print(
+                f"{'copy':<26}{'median s':>10}{'MB/s':>10}   ({files} files, "
+                f"{size / 1e9:.2f} GB; {a.rounds} rounds)"
+            )
+            for name in (
+                "cp -r",
+                "copy local",
+                "copy local (copy phase)",
+                "boto3",
+                "copy s3",
+                "copy s3 (copy phase)",
+            ):
+                print(f"{name:<26}{med[name]:>10.2f}{size / 1e6 / med[name]:>10.0f}")
+            print(
+                f"copy-artifacts start-up (interpreter + imports): {med['imports']:.2f} s; "
+                f"registry resolution: {med['resolve']:.2f} s"
+            )
+            print(
+                f"local: cp -r / copy-artifacts = {med['cp -r'] / med['copy local']:.2f} whole "
+                f"command, {med['cp -r'] / med['copy local (copy phase)']:.2f} copy phase"
+            )
+            print(
+                f"s3: boto3 / copy-artifacts = {med['boto3'] / med['copy s3']:.2f} whole "
+                f"command, {med['boto3'] / med['copy s3 (copy phase)']:.2f} copy phase"
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -342,7 +342,13 @@ def copy_model(uri: ModelUri, dest: Path, timeout: float, progress_every: float 
     existing = _prepare(dest)
     registry = redact(os.environ.get("MLFLOW_REGISTRY_URI") or os.environ["MLFLOW_TRACKING_URI"])
     found: Resolved = _with_retries(uri, deadline, "resolve", lambda: resolve(uri), registry)
-    log.info("resolved %s to version %s at %s", uri, found.version, redact(found.source))
+    log.info(
+        "resolved %s to version %s at %s in %.2f s",
+        uri,
+        found.version,
+        redact(found.source),
+        time.monotonic() - start,
+    )
     if existing and [existing.get(k) for k in ("name", "version", "source")] == [
         found.name,
         found.version,
@@ -352,6 +358,7 @@ def copy_model(uri: ModelUri, dest: Path, timeout: float, progress_every: float 
             "version %s of model %r is already complete in %s", found.version, found.name, dest
         )
         return found
+    copy_start = time.monotonic()
     _clear(dest)
     (dest / JOURNAL).touch()
     staging = dest / STAGING
@@ -387,16 +394,17 @@ def copy_model(uri: ModelUri, dest: Path, timeout: float, progress_every: float 
         with contextlib.suppress(OSError):
             _clear(dest)  # nothing that looks like a model is left behind
         raise
-    elapsed = time.monotonic() - start
+    now = time.monotonic()
     log.info(
-        "copied version %s of model %r from %s: %d files, %s in %.1f s (%s/s)",
+        "copied version %s of model %r from %s: %d files, %s in %.2f s (%s/s); total %.2f s",
         found.version,
         found.name,
         redact(found.source),
         files,
         _human(size),
-        elapsed,
-        _human(size / max(elapsed, 1e-9)),
+        now - copy_start,
+        _human(size / max(now - copy_start, 1e-9)),
+        now - start,
     )
     return found
 
