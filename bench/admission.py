@@ -10,6 +10,7 @@ rate, with 10 and with 10,000 settings loaded, the ratios, and resident memory p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -22,7 +23,7 @@ import requests
 import yaml
 
 from bench.load import Target, at_rate, throughput
-from tests.procs import free_port, stop, wait_until
+from tests.procs import free_port, running, wait_until
 from webhook.groups import escape_group
 from webhook.tls import ensure_dev_certs
 
@@ -85,18 +86,6 @@ def worker_rss_mb(master: int) -> list[float]:
     return sizes
 
 
-def start(args: list[str], log: Path, ca: Path, port: int) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    wait_until(
-        lambda: requests.get(f"https://127.0.0.1:{port}/readyz", verify=ca, timeout=2).ok,
-        120,
-        "server",
-        proc,
-    )
-    return proc
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -112,7 +101,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-admission-"))
     cert, key, ca = ensure_dev_certs(tmp / "certs")
     servers: dict[str, tuple[subprocess.Popen[bytes], Target]] = {}
-    try:
+    with contextlib.ExitStack() as stack:
         for name, n in (("noop", 10), ("webhook-10", 10), ("webhook-10000", 10_000)):
             port = free_port()
             if name == "noop":
@@ -145,7 +134,9 @@ def main() -> None:
                     "--log-level",
                     "warning",
                 ]
-            proc = start(args, tmp / f"{name}.log", ca, port)
+            proc = stack.enter_context(running(args, tmp / f"{name}.log"))
+            url = f"https://127.0.0.1:{port}/readyz"
+            wait_until(lambda u=url: requests.get(u, verify=ca, timeout=2).ok, 120, name, proc)
             servers[name] = (proc, Target("127.0.0.1", port, str(ca), "/mutate", bodies(n)))
         results: dict[str, dict[str, list[float]]] = {
             n: {"rps": [], "p50": [], "p99": []} for n in servers
@@ -177,9 +168,6 @@ def main() -> None:
         for name, (proc, _) in servers.items():
             rss = worker_rss_mb(proc.pid)
             print(f"resident memory per worker, {name}: " + ", ".join(f"{mb:.0f} MB" for mb in rss))
-    finally:
-        for proc, _ in servers.values():
-            stop(proc)
 
 
 if __name__ == "__main__":

@@ -545,22 +545,22 @@ def _kubelet_sync(installed: Installed) -> str:
     return data["ca-signing.crt"].decode()
 
 
+def _wait_served_by(installed: Installed, ca_pem: str, name: str) -> None:
+    """Until the webhook serves a certificate signed by this CA (it reloads within a second)."""
+    ca_file = installed.cert_dir / name
+    ca_file.write_text(ca_pem)
+    wait_until(
+        lambda: requests.get(f"{installed.webhook.url}/healthz", timeout=2, verify=ca_file).ok,
+        10,
+        f"a certificate signed by {name}",
+    )
+
+
 def test_certificate_rotation_while_pods_are_created_fails_nothing(installed: Installed) -> None:
     first = _certs(installed)  # as the certs Job's identity, bound by manifests/ RBAC
     assert first.returncode == 0, first.stderr
     ca_pem = _kubelet_sync(installed)
-    (installed.cert_dir / "ca-now.crt").write_text(ca_pem)
-    wait_until(
-        lambda: (
-            requests.get(
-                f"{installed.webhook.url}/healthz",
-                timeout=2,
-                verify=installed.cert_dir / "ca-now.crt",
-            ).ok
-        ),
-        10,
-        "new cert",
-    )
+    _wait_served_by(installed, ca_pem, "ca-now.crt")
 
     results: list[tuple[str, int, bool]] = []
     stop = threading.Event()
@@ -585,18 +585,7 @@ def test_certificate_rotation_while_pods_are_created_fails_nothing(installed: In
         assert "CA bundle has 2 certificate(s)" in rotated.stdout
         new_ca = _kubelet_sync(installed)
         assert new_ca != ca_pem
-        (installed.cert_dir / "ca-new.crt").write_text(new_ca)
-        wait_until(
-            lambda: (
-                requests.get(
-                    f"{installed.webhook.url}/healthz",
-                    timeout=2,
-                    verify=installed.cert_dir / "ca-new.crt",
-                ).ok
-            ),
-            10,
-            "rotated cert",
-        )
+        _wait_served_by(installed, new_ca, "ca-new.crt")
         count = len(results)
         wait_until(lambda: len(results) >= count + 20, 30, "pods after rotation")
     finally:
