@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster import ControlPlane, Installed, control_plane, install
 from tests.procs import environ
 from tests.registry import Registered, make_model_dir, register
 from tests.servers import S3, Mlflow, launch_mlflow, moto_server, wait_mlflow
@@ -55,3 +56,17 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
         with environ(auth.env):  # MlflowClient reads credentials from the environment
             register(auth.url, "served", None, "guarded", make_model_dir(src / "g1", 5), models)
         yield Stores(main, auth, s3, group_volume, tmp, models)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    with control_plane(tmp_path_factory.mktemp("cluster")) as cp:
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def installed(
+    cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Installed]:
+    with install(cluster, tmp_path_factory.mktemp("install")) as inst:
+        yield inst

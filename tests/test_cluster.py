@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import copy
 import json
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,136 +18,11 @@ import pytest
 import requests
 import yaml
 
-from tests.cluster import ControlPlane, control_plane
+from tests.cluster import EXAMPLES, ROOT, Installed, pod_file
 from tests.procs import free_port, wait_until
-from tests.webhookproc import WebhookProcess
 from webhook.tls import make_ca, make_serving_cert, write_atomic
 
-ROOT = Path(__file__).parent.parent
-EXAMPLES = ROOT / "examples"
 pytestmark = pytest.mark.cluster
-
-
-def kustomize(overlay: str) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(ROOT / "manifests" / overlay)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
-def pod_file(name: str, unique: bool = False) -> dict[str, Any]:
-    """An example pod; `unique` gives it a generated name, so it can be created many times."""
-    pod: dict[str, Any] = yaml.safe_load((EXAMPLES / "pods" / f"{name}.yaml").read_text())
-    if unique:
-        pod["metadata"]["generateName"] = pod["metadata"].pop("name", name) + "-"
-    return pod
-
-
-@dataclass
-class Installed:
-    cp: ControlPlane
-    webhook: WebhookProcess
-    ca_file: Path
-    cert_dir: Path
-
-    def create(
-        self, pod: dict[str, Any], namespace: str = "hub", dry_run: bool = False
-    ) -> requests.Response:
-        params = {"dryRun": "All"} if dry_run else {}
-        return self.cp.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod, **params)
-
-    def created(self, pod: dict[str, Any], namespace: str = "hub") -> dict[str, Any]:
-        r = self.create(pod, namespace)
-        assert r.status_code == 201, r.text
-        stored: dict[str, Any] = r.json()
-        return stored
-
-    def apply(self, manifest: str | list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
-        text = manifest if isinstance(manifest, str) else yaml.safe_dump_all(manifest)
-        return self.cp.kubectl("apply", "-f", "-", input=text, check=False)
-
-
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with control_plane(tmp_path_factory.mktemp("cluster")) as cp:
-        yield cp
-
-
-def _webhook_configuration(docs: list[dict[str, Any]], url: str, ca: bytes) -> dict[str, Any]:
-    config = copy.deepcopy(next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration"))
-    for hook in config["webhooks"]:
-        hook["clientConfig"] = {"url": url, "caBundle": base64.b64encode(ca).decode()}
-    return config
-
-
-@pytest.fixture(scope="module")
-def installed(
-    cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Installed]:
-    tmp = tmp_path_factory.mktemp("install")
-    docs = kustomize("overlays/self-managed")
-    cert_dir = tmp / "tls"
-    cert_dir.mkdir()
-    ca = make_ca("local-webhook-ca")
-    serving = make_serving_cert(ca, ["127.0.0.1", "localhost"])
-    (cert_dir / "tls.crt").write_bytes(serving.cert_pem())
-    (cert_dir / "tls.key").write_bytes(serving.key_pem())
-    ca_file = tmp / "ca.crt"
-    ca_file.write_bytes(ca.cert_pem())
-    port = free_port()
-    webhook = WebhookProcess(cert_dir, cluster.webhook_kubeconfig, port, tmp / "webhook.log")
-    inst = Installed(cluster, webhook, ca_file, cert_dir)
-
-    others = [d for d in docs if d["kind"] != "MutatingWebhookConfiguration"]
-    result = inst.apply(others)
-    assert result.returncode == 0, result.stderr
-    cluster.kubectl(
-        "wait",
-        "--for=condition=established",
-        "--timeout=60s",
-        "crd/mlflowsettings.mlflow.primehub.io",
-    )
-    namespaces = {
-        "hub": {"mlflow.primehub.io/injection": "enabled"},
-        "team-b": {"mlflow.primehub.io/injection": "enabled"},
-        "closed": {},
-        "secure": {
-            "mlflow.primehub.io/injection": "enabled",
-            "pod-security.kubernetes.io/enforce": "restricted",
-        },
-    }
-    inst.apply(
-        [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": labels}}
-            for n, labels in namespaces.items()
-        ]
-    )
-    for f in ("secrets.yaml", "settings.yaml"):
-        result = inst.apply((EXAMPLES / f).read_text())
-        assert result.returncode == 0, result.stderr
-    result = inst.apply("""
-apiVersion: mlflow.primehub.io/v1alpha1
-kind: MLflowSetting
-metadata: {name: secure, namespace: secure}
-spec: {group: secure, trackingUri: "http://mlflow.secure.svc:5000"}
-""")
-    assert result.returncode == 0, result.stderr
-    webhook.start(ca_file)
-    result = inst.apply([_webhook_configuration(docs, f"{webhook.url}/mutate", ca.cert_pem())])
-    assert result.returncode == 0, result.stderr
-
-    def active() -> bool:  # a new webhook configuration takes a moment to be used
-        r = inst.create(pod_file("notebook", unique=True), dry_run=True)
-        return "mlflow.primehub.io/injected" in r.json()["metadata"].get("annotations", {})
-
-    wait_until(active, 30, "webhook configuration")
-    try:
-        yield inst
-    finally:
-        webhook.stop()
 
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.cluster import Installed
 from tests.conftest import Stores
 from tests.podrun import mounts, run_container
+from tests.procs import wait_until
 from tests.registry import tree
 from webhook.config import Config
 from webhook.inject.model_init import INIT_CONTAINER
@@ -20,13 +22,14 @@ from webhook.settings.index import SettingsIndex
 from webhook.settings.sources import load_file
 
 
-def manifests(stores: Stores) -> list[dict[str, Any]]:
+def manifests(stores: Stores, namespace: str = "hub") -> list[dict[str, Any]]:
     """The group's setting, and the Secret and ConfigMap it refers to, as an admin writes them."""
     group_root = stores.group_volume.parents[2]  # .../project/phusers
-    return yaml.safe_load_all(f"""
+    return list(
+        yaml.safe_load_all(f"""
 apiVersion: mlflow.primehub.io/v1alpha1
 kind: MLflowSetting
-metadata: {{name: phusers, namespace: hub}}
+metadata: {{name: phusers, namespace: {namespace}}}
 spec:
   group: phusers
   trackingUri: {stores.mlflow.url}
@@ -43,21 +46,22 @@ spec:
 ---
 apiVersion: v1
 kind: ConfigMap
-metadata: {{name: phusers-s3, namespace: hub}}
+metadata: {{name: phusers-s3, namespace: {namespace}}}
 data: {{endpoint: "{stores.s3.url}"}}
 ---
 apiVersion: v1
 kind: Secret
-metadata: {{name: phusers-s3-keys, namespace: hub}}
+metadata: {{name: phusers-s3-keys, namespace: {namespace}}}
 stringData:
   access-key: {stores.s3.env["AWS_ACCESS_KEY_ID"]}
   secret-key: {stores.s3.env["AWS_SECRET_ACCESS_KEY"]}
 ---
 apiVersion: v1
 kind: Secret
-metadata: {{name: phusers-s3-region, namespace: hub}}
+metadata: {{name: phusers-s3-region, namespace: {namespace}}}
 data: {{AWS_DEFAULT_REGION: dXMtZWFzdC0x}}
 """)
+    )
 
 
 @pytest.mark.parametrize(
@@ -71,7 +75,7 @@ data: {{AWS_DEFAULT_REGION: dXMtZWFzdC0x}}
 def test_the_injected_init_container_fills_the_model_folder(
     stores: Stores, tmp_path: Path, uri: str, name: str, version: str
 ) -> None:
-    objects = list(manifests(stores))
+    objects = manifests(stores)
     settings_file = tmp_path / "settings.yaml"
     settings_file.write_text(yaml.safe_dump_all(objects))
     index = SettingsIndex()
@@ -88,10 +92,20 @@ spec:
 """)
     decision = decide(pod, "hub", index, Config())
     assert decision.allowed and decision.pod is not None
-    mutated = decision.pod
+    run_and_check(decision.pod, objects, stores, tmp_path, name, version)
+
+
+def run_and_check(
+    mutated: dict[str, Any],
+    objects: list[dict[str, Any]],
+    stores: Stores,
+    tmp_path: Path,
+    name: str,
+    version: str,
+) -> None:
+    """Runs the pod's init container, then checks what its model container would read."""
     # The init container holds references only: no credential value is in the pod.
     assert stores.s3.env["AWS_SECRET_ACCESS_KEY"] not in yaml.safe_dump(mutated)
-
     model_dir = tmp_path / "emptydir"
     model_dir.mkdir()
     folders = {"mlflow-model": model_dir, "mlflow-group-volume": stores.group_volume.parents[2]}
@@ -101,3 +115,41 @@ spec:
     model = next(c for c in mutated["spec"]["containers"] if c["name"] == "model")
     served = mounts(mutated, model, folders)["/mnt/models"]
     assert tree(served) == stores.models.versions[name][version]
+
+
+@pytest.mark.cluster
+def test_the_pod_stored_by_the_api_server_gets_its_model(
+    installed: Installed, stores: Stores, tmp_path: Path
+) -> None:
+    objects = manifests(stores, "e2e")
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "e2e", "labels": {"mlflow.primehub.io/injection": "enabled"}},
+    }
+    result = installed.apply([namespace, *objects])
+    assert result.returncode == 0, result.stderr
+    pod = yaml.safe_load("""
+apiVersion: v1
+kind: Pod
+metadata:
+  generateName: deploy-fraud-
+  labels: {app: primehub-deployment, primehub.io/group: escaped-phusers}
+  annotations: {mlflow.primehub.io/model-uri: "models:/fraud/1"}
+spec:
+  containers: [{name: model, image: model-server}]
+""")
+    # The webhook sees the new setting through its watch; then the pod is created for real.
+    wait_until(
+        lambda: (
+            installed.create(pod, "e2e", dry_run=True)
+            .json()["metadata"]
+            .get("annotations", {})
+            .get("mlflow.primehub.io/injected")
+            == "e2e/phusers"
+        ),
+        10,
+        "setting",
+    )
+    stored = installed.created(pod, "e2e")
+    run_and_check(stored, objects, stores, tmp_path, "fraud", "1")
