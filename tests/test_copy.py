@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -182,15 +183,29 @@ def test_server_down_fails_after_retries(tmp_path: Path) -> None:
     assert "pw-in-url" not in result.stderr + term
 
 
-def test_server_dying_mid_copy_leaves_nothing(stores: Stores, tmp_path: Path) -> None:
-    register(
-        stores.mlflow.url,
-        "served",
-        None,
-        "big",
-        make_model_dir(tmp_path / "big-src", 9, big=300_000_000),
-        stores.models,
-    )
+@pytest.fixture(scope="module")
+def big(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 300 MB model served by the tracking server: long enough to watch a copy happen."""
+    src = make_model_dir(tmp_path_factory.mktemp("big") / "src", 9, big=300_000_000)
+    return f"models:/big/{register(stores.mlflow.url, 'served', None, 'big', src, stores.models)}"
+
+
+def test_a_long_copy_reports_progress_and_a_summary(
+    stores: Stores, big: str, tmp_path: Path
+) -> None:
+    result, _ = copy(big, tmp_path / "m", stores.mlflow.env, "--progress-every", "0.05")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"INFO copied \d+ files, [0-9.]+ MB \([0-9.]+ [KMG]?B/s\)", result.stderr)
+    summary = result.stderr.strip().splitlines()[-1]
+    assert re.search(
+        r"copied version \d+ of model 'big' from mlflow-artifacts:/.*: 5 files, "
+        r"28[0-9.]+ MB in [0-9.]+ s \(.*/s\); total [0-9.]+ s",
+        summary,
+    ), summary
+    assert tree(tmp_path / "m") == expected(stores, "big", big.rsplit("/", 1)[1])
+
+
+def test_server_dying_mid_copy_leaves_nothing(stores: Stores, big: str, tmp_path: Path) -> None:
     with contextlib.ExitStack() as stack:
         # A second server process over the same store, so killing it harms no other test.
         doomed = wait_mlflow(launch_mlflow(stack, stores.root / "main", "doomed"))
@@ -202,7 +217,7 @@ def test_server_dying_mid_copy_leaves_nothing(stores: Stores, tmp_path: Path) ->
                 "-m",
                 "webhook",
                 "copy-artifacts",
-                "models:/big/1",
+                big,
                 str(dest),
                 "--timeout",
                 "4",

@@ -421,7 +421,13 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # so the copy cleans up what it staged
 
 
-def run(model_uri: str, dest: Path, timeout: float, termination_path: Path | None) -> int:
+def run(
+    model_uri: str,
+    dest: Path,
+    timeout: float,
+    termination_path: Path | None,
+    progress_every: float = 10.0,
+) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
@@ -429,7 +435,7 @@ def run(model_uri: str, dest: Path, timeout: float, termination_path: Path | Non
         logging.getLogger(noisy).setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        copy_model(parse_model_uri(model_uri), dest, timeout)
+        copy_model(parse_model_uri(model_uri), dest, timeout, progress_every)
         return Exit.OK
     except ModelUriError as e:
         error = CopyError(Exit.USAGE, str(e))

@@ -80,7 +80,9 @@ def _preview(args: argparse.Namespace) -> int:
 def _copy_artifacts(args: argparse.Namespace) -> int:
     from webhook.artifacts import run
 
-    return run(args.model_uri, args.dest, args.timeout, args.termination_message_path)
+    return run(
+        args.model_uri, args.dest, args.timeout, args.termination_message_path, args.progress_every
+    )
 
 
 def _certs(args: argparse.Namespace) -> int:
@@ -155,6 +157,12 @@ def parser() -> argparse.ArgumentParser:
         "--termination-message-path",
         type=Path,
         help="where the failure sentence goes (default /dev/termination-log, if any)",
+    )
+    c.add_argument(
+        "--progress-every",
+        type=float,
+        default=10,
+        help="seconds between progress lines during a copy (default 10)",
     )
     c.set_defaults(func=_copy_artifacts)
 
