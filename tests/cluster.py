@@ -11,7 +11,7 @@ import copy
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.procs import free_port, running, wait_until
+from tests.procs import free_port, running, stop, wait_until
 from tests.webhookproc import WebhookProcess
 from webhook.tls import make_ca, make_serving_cert
 
@@ -44,6 +44,7 @@ class ControlPlane:
     certs_kubeconfig: Path  # the self-managed certificate keeper's identity
     dir: Path
     admin_token: str
+    restart_apiserver: Callable[[], None]  # same port and store: clients must reconnect
 
     def request(self, method: str, path: str, body: Any = None, **params: str) -> requests.Response:
         """The REST API as the admin, JSON in and out: objects stay plain dicts."""
@@ -140,47 +141,52 @@ def control_plane(tmp: Path) -> Iterator[ControlPlane]:
             )
         )
         wait_until(lambda: requests.get(f"{etcd_url}/health", timeout=1).ok, 30, "etcd", etcd)
-        api = stack.enter_context(
-            running(
-                [
-                    str(BIN / "kube-apiserver"),
-                    f"--etcd-servers={etcd_url}",
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
-                    f"--secure-port={api_port}",
-                    f"--cert-dir={certs}",
-                    f"--tls-cert-file={certs / 'apiserver.crt'}",
-                    f"--tls-private-key-file={certs / 'apiserver.key'}",
-                    f"--client-ca-file={certs / 'ca.crt'}",
-                    "--service-account-issuer=https://kubernetes.default.svc",
-                    f"--service-account-key-file={certs / 'sa.pub'}",
-                    f"--service-account-signing-key-file={certs / 'sa.key'}",
-                    "--service-cluster-ip-range=10.0.0.0/24",
-                    "--authorization-mode=RBAC",
-                    f"--token-auth-file={certs / 'tokens.csv'}",
-                    "--allow-privileged=true",
-                    "--disable-admission-plugins=ServiceAccount",
-                    "--anonymous-auth=false",
-                    "--v=1",
-                ],
-                tmp / "kube-apiserver.log",
-            )
-        )
+        api_args = [
+            str(BIN / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={api_port}",
+            f"--cert-dir={certs}",
+            f"--tls-cert-file={certs / 'apiserver.crt'}",
+            f"--tls-private-key-file={certs / 'apiserver.key'}",
+            f"--client-ca-file={certs / 'ca.crt'}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={certs / 'sa.pub'}",
+            f"--service-account-signing-key-file={certs / 'sa.key'}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--authorization-mode=RBAC",
+            f"--token-auth-file={certs / 'tokens.csv'}",
+            "--allow-privileged=true",
+            "--disable-admission-plugins=ServiceAccount",
+            "--anonymous-auth=false",
+            "--v=1",
+        ]
         url = f"https://127.0.0.1:{api_port}"
         ca_file = certs / "ca.crt"
-        wait_until(
-            lambda: (
-                requests.get(
-                    f"{url}/readyz",
-                    verify=ca_file,
-                    timeout=2,
-                    headers={"Authorization": f"Bearer {tokens['admin']}"},
-                ).ok
-            ),
-            120,
-            "kube-apiserver",
-            api,
-        )
+        api: list[subprocess.Popen[bytes]] = []
+
+        def start_api() -> None:
+            api.append(stack.enter_context(running(api_args, tmp / "kube-apiserver.log")))
+            wait_until(
+                lambda: (
+                    requests.get(
+                        f"{url}/readyz",
+                        verify=ca_file,
+                        timeout=2,
+                        headers={"Authorization": f"Bearer {tokens['admin']}"},
+                    ).ok
+                ),
+                120,
+                "kube-apiserver",
+                api[-1],
+            )
+
+        def restart_api() -> None:
+            stop(api[-1])
+            start_api()
+
+        start_api()
         yield ControlPlane(
             url=url,
             ca_file=ca_file,
@@ -195,6 +201,7 @@ def control_plane(tmp: Path) -> Iterator[ControlPlane]:
             ),
             dir=tmp,
             admin_token=tokens["admin"],
+            restart_apiserver=restart_api,
         )
 
 

@@ -359,6 +359,30 @@ def test_a_changed_setting_reaches_the_next_pod_within_two_seconds(installed: In
     wait_until(lambda: _tracking_uri(installed) == "http://app-mlflow-xyz12:5000", 5, "restore")
 
 
+def test_the_settings_watch_reconnects_after_the_api_server_restarts(installed: Installed) -> None:
+    installed.cp.restart_apiserver()  # the webhook's watch connection drops
+    setting = """
+apiVersion: mlflow.primehub.io/v1alpha1
+kind: MLflowSetting
+metadata: {name: research-team, namespace: team-b}
+spec: {group: Research_Team, trackingUri: "http://mlflow.team-b:5000"}
+"""
+    assert installed.apply(setting).returncode == 0
+    notebook = pod_file("notebook", unique=True)
+    del notebook["metadata"]["namespace"]
+
+    def injected() -> bool:
+        pod = installed.create(notebook, "team-b", dry_run=True).json()
+        return (
+            env_of(pod["spec"]["containers"][0]).get("MLFLOW_TRACKING_URI", {}).get("value")
+            == "http://mlflow.team-b:5000"
+        )
+
+    wait_until(injected, 30, "the change made after the restart")  # backoff is at most 30 s
+    installed.cp.kubectl("delete", "-n", "team-b", "mlflowsetting", "research-team")
+    wait_until(lambda: not injected(), 5, "delete")
+
+
 def test_with_the_webhook_down_notebooks_start_and_deployments_are_refused(
     installed: Installed,
 ) -> None:
