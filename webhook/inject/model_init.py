@@ -48,15 +48,15 @@ def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) 
                     f"at {dest}, where the model goes; remove that mount or set "
                     f"{ANNOTATION_MODEL_PATH}"
                 )
-    init_containers: list[dict[str, Any]] = spec.get("initContainers") or []
-    if any(c.get("name") == INIT_CONTAINER for c in init_containers):
-        return  # reinvocation: ours is there already
     volume = ensure_volume(spec, {"name": MODEL_VOLUME, "emptyDir": {}})
-    init = _init_container(setting, config, str(uri), dest)
-    mount(init, volume, dest, read_only=False)
-    if setting.artifact_volume is not None:
-        mount_group_volume(spec, setting.artifact_volume, [init], read_only=True)
-    spec["initContainers"] = [*init_containers, init]
+    init_containers: list[dict[str, Any]] = spec.get("initContainers") or []
+    if not any(c.get("name") == INIT_CONTAINER for c in init_containers):
+        init = _init_container(setting, config, str(uri), dest)
+        mount(init, volume, dest, read_only=False)
+        if setting.artifact_volume is not None:
+            mount_group_volume(spec, setting.artifact_volume, [init], read_only=True)
+        spec["initContainers"] = [*init_containers, init]
+    # Also on reinvocation: a container another webhook added after us needs the model too.
     for container in containers:
         mount(container, volume, dest, read_only=True)
 
