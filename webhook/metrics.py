@@ -47,6 +47,13 @@ class Metrics:
             multiprocess_mode="livemax",
         )
 
+        self.conflicts = Gauge(
+            "mlflow_webhook_settings_conflicts",
+            "Groups that more than one MLflowSetting claims in one namespace",
+            registry=own,
+            multiprocess_mode="livemax",
+        )
+
     def render(self) -> bytes:
         assert self.registry is not None
         return generate_latest(self.registry)

@@ -38,6 +38,7 @@ def create_app(
     def refresh_settings_gauges() -> None:
         metrics.settings.set(len(index))
         metrics.invalid.set(len(index.errors()))
+        metrics.conflicts.set(index.conflicts())
 
     app.extensions["refresh_settings_gauges"] = refresh_settings_gauges
     refresh_settings_gauges()

@@ -74,6 +74,10 @@ class SettingsIndex:
     def errors(self) -> list[str]:
         return [str(e.value) for e in self._entries.values() if isinstance(e.value, SettingError)]
 
+    def conflicts(self) -> int:
+        """Groups that more than one setting claims in one namespace."""
+        return sum(1 for refs in self._refs_by_key.values() if len(refs) > 1)
+
     def replace_all(self, objects: Iterable[Any]) -> None:
         """Makes the index hold exactly these objects (a full list from a source)."""
         entries: dict[str, _Entry] = {}
@@ -125,6 +129,9 @@ class SettingsIndex:
     def _resolve(key: Key, refs: set[str], entries: dict[str, _Entry]) -> Resolved:
         if len(refs) > 1:
             names = ", ".join(sorted(refs))
+            log.error(
+                "%d %ss claim group %s in namespace %s: %s", len(refs), KIND, key[1], key[0], names
+            )
             return Problem(
                 f"{len(refs)} {KIND}s claim this group in namespace {key[0]} ({names}); "
                 "an admin must delete all but one"
