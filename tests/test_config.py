@@ -1,0 +1,100 @@
+"""The configuration file: its documented shape changes what the webhook does; typos are errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.golden import GOLDEN, golden_index
+from webhook.config import ConfigError, load_config
+from webhook.mutation import decide
+from webhook.pods import PodKind
+
+INDEX = golden_index()
+
+
+def config_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def case_pod(name: str) -> dict:
+    pod: dict = yaml.safe_load((GOLDEN / "cases" / f"{name}.yaml").read_text())["pod"]
+    return pod
+
+
+def test_the_shipped_configmap_is_the_default(tmp_path: Path) -> None:
+    configmap = yaml.safe_load(
+        (Path(__file__).parent.parent / "manifests/base/config.yaml").read_text()
+    )
+    shipped = load_config(config_file(tmp_path, configmap["data"]["config.yaml"]))
+    assert shipped == load_config(None)
+
+
+def test_pod_kinds_and_group_labels_are_configurable(tmp_path: Path) -> None:
+    config = load_config(
+        config_file(
+            tmp_path,
+            """
+podKinds:
+  notebook: [{workbench: "yes"}]
+labels:
+  group: example.com/team
+""",
+        )
+    )
+    pod = {
+        "metadata": {"labels": {"workbench": "yes", "example.com/team": "Data Science"}},
+        "spec": {"containers": [{"name": "c"}]},
+    }
+    decision = decide(pod, "ml", INDEX, config)
+    assert decision.kind is PodKind.NOTEBOOK and decision.outcome == "injected"
+    # PrimeHub's notebook label no longer makes a notebook.
+    assert decide(case_pod("notebook-external"), "hub", INDEX, config).outcome == "ignored"
+
+
+def test_missing_setting_can_admit_deployments_with_a_warning(tmp_path: Path) -> None:
+    config = load_config(config_file(tmp_path, "missingSetting: warn\n"))
+    decision = decide(case_pod("no-setting-deployment"), "hub", INDEX, config)
+    assert decision.allowed and decision.warnings
+
+
+def test_model_init_defaults_are_configurable(tmp_path: Path) -> None:
+    config = load_config(
+        config_file(
+            tmp_path,
+            """
+modelInit:
+  image: mirror.example.com/mlflow-webhook:0.1.0
+  defaultPath: /models
+  resources: {requests: {cpu: 10m}}
+""",
+        )
+    )
+    pod = decide(case_pod("deployment-model"), "hub", INDEX, config).pod
+    assert pod is not None
+    init = pod["spec"]["initContainers"][-1]
+    assert init["image"] == "mirror.example.com/mlflow-webhook:0.1.0"
+    assert init["command"][-1] == "/models"
+    assert init["resources"] == {"requests": {"cpu": "10m"}}
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("podKinds: {notebok: [{a: b}]}", "podKinds: unknown keys ['notebok']"),
+        ("podKinds: {job: [{}]}", "podKinds.job: expected a list of non-empty label maps"),
+        ("missingSetting: maybe", "missingSetting: must be 'deny' or 'warn'"),
+        ("maxRequestBytes: lots", "maxRequestBytes: expected int"),
+        ("modelInit: {imagee: x}", "modelInit: unknown keys ['imagee']"),
+        ("labelz: {}", "unknown keys ['labelz']"),
+        ("- a list", "expected a mapping at the top level"),
+    ],
+)
+def test_mistakes_are_errors_that_name_the_key(tmp_path: Path, text: str, words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(config_file(tmp_path, text))
+    assert words in str(e.value)
