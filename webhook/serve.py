@@ -6,6 +6,7 @@ so no lock or connection is shared across processes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import ssl
@@ -125,10 +126,12 @@ def serve(opts: ServeOptions, load: Callable[[ServeOptions], Any] = build_app) -
     _setup_logging(opts.log_level)
     if opts.settings_file is not None:
         load_file(opts.settings_file, SettingsIndex(opts.config.default_namespace))  # fail fast
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlflow-webhook-metrics-")
-    try:
-        server = GunicornServer(opts, load)
-    except (OSError, ssl.SSLError) as e:
-        raise SystemExit(f"cannot load the TLS certificate: {e}") from None
-    server.run()
+    with contextlib.ExitStack() as stack:
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the workers' metric files
+            metrics_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="mlflow-webhook-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        try:
+            server = GunicornServer(opts, load)
+        except (OSError, ssl.SSLError) as e:
+            raise SystemExit(f"cannot load the TLS certificate: {e}") from None
+        server.run()
