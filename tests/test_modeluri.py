@@ -1,0 +1,40 @@
+"""Registry URIs as PrimeHub writes them (names URL-encoded) and as people type them."""
+
+from __future__ import annotations
+
+import pytest
+
+from webhook.modeluri import ModelUri, ModelUriError, parse_model_uri
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed", "canonical"),
+    [
+        ("models:/churn/7", ModelUri("churn", version="7"), "models:/churn/7"),
+        ("models:/churn%20model/07", ModelUri("churn model", version="7"), "models:/churn model/7"),
+        ("models:/a%2Fb@champion", ModelUri("a/b", alias="champion"), "models:/a%2Fb@champion"),
+        ("models:/m/production", ModelUri("m", stage="Production"), "models:/m/Production"),
+        ("models:/m/Latest", ModelUri("m", stage="latest"), "models:/m/latest"),
+        (" models:/m/None ", ModelUri("m", stage="None"), "models:/m/None"),
+    ],
+)
+def test_accepted(text: str, parsed: ModelUri, canonical: str) -> None:
+    assert parse_model_uri(text) == parsed
+    assert str(parsed) == canonical
+    assert parse_model_uri(str(parsed)) == parsed  # the canonical form reads back the same
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("runs:/abc/model", "is not a models:/ URI"),
+        ("models:/m", "expected models:/<name>/<version>"),
+        ("models:/m/champion", "neither a version number, a stage"),
+        ("models://7", "expected models:/<name>/<version>"),
+        ("models:/m@", "expected models:/<name>/<version>"),
+    ],
+)
+def test_rejected_with_what_is_accepted(text: str, words: str) -> None:
+    with pytest.raises(ModelUriError) as e:
+        parse_model_uri(text)
+    assert words in str(e.value)
