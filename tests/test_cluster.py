@@ -538,3 +538,17 @@ def test_concurrent_certificate_runs_agree(installed: Installed) -> None:
     _wait_served_by(installed, _kubelet_sync(installed), "ca-after.crt")
     r = installed.create(pod_file("deployment", unique=True), dry_run=True)
     assert r.status_code == 201, r.text
+
+
+def test_a_watch_from_an_expired_version_returns_so_the_settings_are_listed_again(
+    installed: Installed,
+) -> None:
+    from webhook.settings.index import SettingsIndex
+    from webhook.settings.sources import ClusterWatcher
+
+    watcher = ClusterWatcher(
+        SettingsIndex(), installed.cp.client(installed.cp.webhook_kubeconfig), watch_timeout=60
+    )
+    started = time.monotonic()
+    watcher._watch("1")  # long compacted away: the API server answers 410 Gone
+    assert time.monotonic() - started < 30  # returned on 410, not at the watch timeout
