@@ -39,7 +39,6 @@ def _serve(args: argparse.Namespace) -> int:
             cert_file=cert,
             key_file=key,
             settings_file=args.settings_file,
-            cluster=args.cluster,
             kubeconfig=args.kubeconfig,
             watch_namespace=args.watch_namespace,
             host=args.host,

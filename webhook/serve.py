@@ -29,8 +29,7 @@ class ServeOptions:
     config: Config
     cert_file: Path
     key_file: Path
-    settings_file: Path | None = None
-    cluster: bool = False
+    settings_file: Path | None = None  # None: watch the cluster
     kubeconfig: Path | None = None
     watch_namespace: str | None = None
     host: str = "127.0.0.1"
