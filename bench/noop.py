@@ -6,16 +6,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from flask import Flask, Response, request
 
 from webhook.admission import parse_review, response
 from webhook.config import Config
-from webhook.serve import ServeOptions, serve
+from webhook.serve import Loaded, ServeOptions, Shared, serve
 
 
-def noop_app(_: ServeOptions) -> Any:
+def noop_app(_opts: ServeOptions, _shared: Shared) -> Loaded:
     app = Flask("noop")
 
     @app.post("/mutate")
@@ -27,7 +26,7 @@ def noop_app(_: ServeOptions) -> Any:
     def readyz() -> Response:
         return Response("{}", mimetype="application/json")
 
-    return app
+    return Loaded(app, lambda _timeout: True)
 
 
 if __name__ == "__main__":

@@ -268,7 +268,13 @@ def install(cluster: ControlPlane, tmp: Path) -> Iterator[Installed]:
     ca_file = tmp / "ca.crt"
     ca_file.write_bytes(ca.cert_pem())
     port = free_port()
-    webhook = WebhookProcess(cert_dir, cluster.webhook_kubeconfig, port, tmp / "webhook.log")
+    webhook = WebhookProcess(
+        cert_dir,
+        port,
+        tmp / "webhook.log",
+        ["--cluster", f"--kubeconfig={cluster.webhook_kubeconfig}"],
+        ["--shutdown-delay=0"],
+    )
     inst = Installed(cluster, webhook, ca_file, cert_dir)
 
     others = [d for d in docs if d["kind"] != "MutatingWebhookConfiguration"]

@@ -47,7 +47,7 @@ labels:
         )
     )
     pod = {
-        "metadata": {"labels": {"workbench": "yes", "example.com/team": "Data Science"}},
+        "metadata": {"labels": {"workbench": "yes", "example.com/team": "Data_Science"}},
         "spec": {"containers": [{"name": "c"}]},
     }
     decision = decide(pod, "ml", INDEX, config)

@@ -35,15 +35,29 @@ def review(pod: Any = POD, version: str = "v1", **request: Any) -> dict[str, Any
     return {"apiVersion": f"admission.k8s.io/{version}", "kind": "AdmissionReview", "request": req}
 
 
-@pytest.fixture
-def ready() -> dict[str, bool]:
-    return {"ready": True}
+class Switch:
+    """Health as the tests set it: the server's readiness and this process's settings."""
+
+    def __init__(self) -> None:
+        self.is_ready = True
+        self.synced = True
+
+    def ready(self) -> bool:
+        return self.is_ready
+
+    def wait_synced(self, timeout: float) -> bool:
+        return self.synced
 
 
 @pytest.fixture
-def client(ready: dict[str, bool]) -> FlaskClient:
+def health() -> Switch:
+    return Switch()
+
+
+@pytest.fixture
+def client(health: Switch) -> FlaskClient:
     config = Config(max_request_bytes=64 * 1024)
-    app = create_app(golden_index(), config, lambda: ready["ready"], Metrics())
+    app = create_app(golden_index(), config, health, Metrics())
     return app.test_client()
 
 
@@ -130,23 +144,69 @@ def test_malformed_bodies_get_400_with_a_reason(
     assert reason.lower() in r.get_json()["error"].lower()
 
 
-def test_odd_shapes_never_give_500(client: FlaskClient) -> None:
-    odd_pods: list[Any] = [
+JOB_LABELS = {"app": "primehub-job", "primehub.io/group": "escaped-phusers"}
+
+
+def test_null_fields_count_as_absent(client: FlaskClient) -> None:
+    for pod in (
         {"metadata": None, "spec": None},
-        {
-            "metadata": {"labels": {"app": "primehub-job", "primehub.io/group": "escaped-phusers"}},
-            "spec": {"containers": None},
-        },
-        {
-            "metadata": {"labels": {"app": "primehub-job", "primehub.io/group": "escaped-phusers"}},
-            "spec": {"containers": ["not-a-dict"]},
-        },
-        "a string",
-    ]
-    for pod in odd_pods:
+        {"metadata": {"labels": JOB_LABELS, "annotations": None}, "spec": {"containers": None}},
+    ):
         r = client.post("/mutate", json=review(pod))
         assert r.status_code == 200, pod
         assert r.get_json()["response"]["allowed"] is True
+
+
+@pytest.mark.parametrize(
+    ("pod", "reason"),
+    [
+        ("a string", "request.object: expected an object"),
+        ({"metadata": []}, "request.object.metadata: expected an object"),
+        ({"metadata": {"labels": "x"}}, "request.object.metadata.labels: expected an object of"),
+        ({"metadata": {"labels": {"a": 1}}}, "metadata.labels: expected an object of strings"),
+        (
+            {"metadata": {"labels": JOB_LABELS}, "spec": {"containers": ["not-a-dict"]}},
+            "request.object.spec.containers[0]: expected an object",
+        ),
+        ({"spec": {"containers": [None]}}, "spec.containers[0]: expected a value, not null"),
+        ({"spec": {"volumes": [{"emptyDir": {}}]}}, "spec.volumes[0].name: required"),
+        (
+            {"spec": {"containers": [{"name": "c", "env": [{"name": 5}]}]}},
+            "spec.containers[0].env[0].name: expected str",
+        ),
+    ],
+)
+def test_pods_of_another_shape_get_400_naming_the_field(
+    client: FlaskClient, pod: Any, reason: str
+) -> None:
+    r = client.post("/mutate", json=review(pod))
+    assert r.status_code == 400
+    assert reason in r.get_json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (json.dumps(review({**POD, "x": float("nan")})).encode(), "NaN is not a JSON value"),
+        (b'{"a": ' + b"1" * 5000 + b"}", "body is not JSON"),
+        (b"[" * 20_000 + b"]" * 20_000, "nested too deeply"),
+    ],
+)
+def test_bodies_python_would_choke_on_get_400(
+    client: FlaskClient, body: bytes, reason: str
+) -> None:
+    r = client.post("/mutate", data=body, content_type="application/json")
+    assert r.status_code == 400
+    assert reason in r.get_json()["error"]
+
+
+def test_not_synced_gives_503_so_failure_policy_decides(
+    client: FlaskClient, health: Switch
+) -> None:
+    health.synced = False
+    r = client.post("/mutate", json=review())
+    assert r.status_code == 503
+    assert "not loaded yet" in r.get_json()["error"]
 
 
 def test_wrong_method_and_path_are_json_errors(client: FlaskClient) -> None:
@@ -155,10 +215,10 @@ def test_wrong_method_and_path_are_json_errors(client: FlaskClient) -> None:
     assert r.status_code == 404 and "error" in r.get_json()
 
 
-def test_readyz_follows_the_source(client: FlaskClient, ready: dict[str, bool]) -> None:
+def test_readyz_follows_the_server(client: FlaskClient, health: Switch) -> None:
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
-    ready["ready"] = False
+    health.is_ready = False
     assert client.get("/readyz").status_code == 503
     assert client.get("/healthz").status_code == 200
 

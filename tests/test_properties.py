@@ -72,7 +72,7 @@ labels = st.sampled_from(
         {"app": "primehub-job", "primehub.io/group": "escaped-phusers"},
         {"app": "primehub-deployment", "primehub.io/group": "escaped-phusers"},
         {"app": "primehub-deployment", "primehub.io/group": "escaped--52esearch-5f-54eam"},
-        {"mlflow.primehub.io/group": "Data Science"},
+        {"mlflow.primehub.io/group": "Data_Science"},
     ]
 )
 annotations = st.sampled_from(

@@ -1,9 +1,11 @@
-"""The webhook as a local process for the control-plane tests: started and stopped at will on a
-fixed port, serving the certificate files in its folder (which a test may replace, as a kubelet
-does when the Secret changes)."""
+"""The webhook as a local process for the tests: `mlflow-webhook serve` started and stopped at
+will on a fixed port, serving the certificate files in its folder (which a test may replace, as
+a kubelet does when the Secret changes), from a settings file or from the cluster."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +16,25 @@ from tests.procs import stop, wait_until
 
 
 class WebhookProcess:
-    def __init__(self, cert_dir: Path, kubeconfig: Path, port: int, log: Path) -> None:
-        self.cert_dir, self.kubeconfig, self.port, self.log = cert_dir, kubeconfig, port, log
+    def __init__(
+        self,
+        cert_dir: Path,
+        port: int,
+        log: Path,
+        source: list[str],
+        extra: list[str] | None = None,
+    ) -> None:
+        """`source`: ["--settings-file", F] or ["--cluster", "--kubeconfig=K"]."""
+        self.cert_dir, self.port, self.log = cert_dir, port, log
+        self.source, self.extra = source, extra or []
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def start(self, ca_file: Path) -> None:
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Starts the server and returns at once (a test may want to talk to it while it boots)."""
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [
@@ -30,23 +42,40 @@ class WebhookProcess:
                     "-m",
                     "webhook",
                     "serve",
-                    "--cluster",
-                    f"--kubeconfig={self.kubeconfig}",
+                    *self.source,
                     f"--port={self.port}",
                     f"--cert-file={self.cert_dir / 'tls.crt'}",
                     f"--key-file={self.cert_dir / 'tls.key'}",
                     "--log-level=warning",
+                    *self.extra,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        return self.proc
+
+    def start(self, ca_file: Path) -> None:
+        self.launch()
+        self.wait_ready(ca_file)
+
+    def wait_ready(self, ca_file: Path, timeout: float = 60) -> None:
         wait_until(
             lambda: requests.get(f"{self.url}/readyz", verify=ca_file, timeout=2).ok,
-            30,
+            timeout,
             "webhook",
             self.proc,
         )
+
+    def workers(self) -> list[int]:
+        assert self.proc is not None
+        pid = self.proc.pid
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+    def terminate(self) -> None:
+        """SIGTERM to the master only, as a kubelet sends it to the container's first process."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGTERM)
 
     def stop(self) -> None:
         if self.proc is not None:

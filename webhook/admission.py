@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.patch import Op
+from webhook.podshape import ShapeError, check
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 
@@ -29,19 +30,21 @@ class Request:
 
     @property
     def is_pod_create(self) -> bool:
-        return (
-            self.operation == "CREATE"
-            and self.resource == "pods"
-            and not self.sub_resource
-            and isinstance(self.obj, dict)
-        )
+        """A pod CREATE, whose object `parse_review` checked has the shape the rules read."""
+        return self.operation == "CREATE" and self.resource == "pods" and not self.sub_resource
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def parse_review(body: bytes) -> Request:
     try:
-        review = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        review = json.loads(body, parse_constant=_no_constant)
+    except ValueError as e:  # also: not UTF-8, and integers past Python's digit limit
         raise BadReview(f"body is not JSON: {e}") from None
+    except RecursionError:
+        raise BadReview("body is nested too deeply") from None
     if not isinstance(review, dict):
         raise BadReview("body is not a JSON object")
     api_version = review.get("apiVersion")
@@ -61,7 +64,7 @@ def parse_review(body: bytes) -> Request:
     kind = kind if isinstance(kind, dict) else {}
     # Pods are recognised by resource, or by kind when a caller leaves resource out.
     name = resource.get("resource") or ("pods" if kind.get("kind") == "Pod" else "")
-    return Request(
+    req = Request(
         api_version=api_version,
         uid=uid,
         operation=str(request.get("operation", "")),
@@ -71,6 +74,12 @@ def parse_review(body: bytes) -> Request:
         obj=request.get("object"),
         dry_run=bool(request.get("dryRun")),
     )
+    if req.operation == "CREATE" and req.resource == "pods" and not req.sub_resource:
+        try:
+            check(req.obj, path="request.object")
+        except ShapeError as e:
+            raise BadReview(str(e)) from None
+    return req
 
 
 def response(
@@ -84,7 +93,7 @@ def response(
     answer: dict[str, Any] = {"uid": req.uid, "allowed": allowed}
     if patch:
         answer["patchType"] = "JSONPatch"
-        answer["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+        answer["patch"] = base64.b64encode(json.dumps(patch, allow_nan=False).encode()).decode()
     if warnings:
         answer["warnings"] = warnings
     if not allowed:

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -44,8 +45,12 @@ def _serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            threads=args.threads,
+            connections=args.connections,
             log_level=args.log_level,
+            request_timeout=args.request_timeout,
+            keepalive=args.keepalive,
+            shutdown_delay=args.shutdown_delay,
+            ready_timeout=args.ready_timeout,
         )
     )
     return 0
@@ -105,6 +110,21 @@ def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ranged(kind: type[float] | type[int], low: float, high: float) -> Any:
+    """An argparse type: a number of `kind` in [low, high], else a one-line usage error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text} is not between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlflow-webhook", description=__doc__)
     p.add_argument("--version", action="version", version=__version__)
@@ -125,10 +145,45 @@ def parser() -> argparse.ArgumentParser:
         help="where a self-signed dev certificate is made when none is given",
     )
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8443)
-    s.add_argument("--workers", type=int, default=2)
-    s.add_argument("--threads", type=int, default=4)
-    s.add_argument("--log-level", default="info")
+    s.add_argument("--port", type=_ranged(int, 1, 65535), default=8443)
+    s.add_argument("--workers", type=_ranged(int, 1, 64), default=2, help="processes (default 2)")
+    s.add_argument(
+        "--connections",
+        type=_ranged(int, 1, 100_000),
+        default=1000,
+        help="open connections per worker (default 1000)",
+    )
+    s.add_argument(
+        "--request-timeout",
+        type=_ranged(float, 0.1, 300),
+        default=10,
+        help="seconds a client has for the TLS handshake, and for each request (default 10)",
+    )
+    s.add_argument(
+        "--keepalive",
+        type=_ranged(float, 0.1, 3600),
+        default=120,
+        help="seconds an idle keep-alive connection stays open (default 120)",
+    )
+    s.add_argument(
+        "--shutdown-delay",
+        type=_ranged(float, 0, 300),
+        default=5,
+        help="after SIGTERM: seconds of serving while not ready, before stopping (default 5)",
+    )
+    s.add_argument(
+        "--ready-timeout",
+        type=_ranged(float, 0, 300),
+        default=10,
+        help="with --cluster: seconds a worker waits for its settings before it accepts "
+        "connections anyway and answers 503 (default 10)",
+    )
+    s.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=["debug", "info", "warning", "error", "critical"],
+        default="info",
+    )
     s.set_defaults(func=_serve)
 
     v = sub.add_parser("preview", help="print the pod as the webhook would admit it")

@@ -19,8 +19,12 @@ def escape_group(name: str) -> str:
 
 @lru_cache(maxsize=65536)
 def group_name(label: str) -> str:
-    """The name people know, for messages: the inverse of `escape_group` where it can tell."""
+    """The name people know, for messages: the inverse of `escape_group` where it can tell,
+    else the label itself (a label PrimeHub did not write may hold any escape sequence)."""
     if not label.startswith("escaped-"):
         return label
-    name: str = escapism.unescape(label[len("escaped-") :], escape_char="-")
-    return name
+    try:
+        name: str = escapism.unescape(label[len("escaped-") :], escape_char="-")
+    except ValueError:  # not hex, or not UTF-8
+        return label
+    return name if escape_group(name) == label else label

@@ -40,32 +40,40 @@ class ModelUri:
         return f'the {self.stage} version of model "{self.name}"'
 
 
+def _show(text: str) -> str:
+    """The URI for a message, cut short: an annotation may be 256 KiB long."""
+    return repr(text if len(text) <= 200 else text[:200] + "...")
+
+
 def parse_model_uri(text: str) -> ModelUri:
     """Accepts models:/<name>/<version|stage|latest> and models:/<name>@<alias>, names URL-encoded
     or not (PrimeHub encodes them)."""
     text = text.strip()
     if not text.startswith("models:/"):
-        raise ModelUriError(f"{text!r} is not a models:/ URI")
+        raise ModelUriError(f"{_show(text)} is not a models:/ URI")
     rest = text[len("models:/") :].lstrip("/")
     if "/" in rest:
         raw_name, _, ref = rest.rpartition("/")
         name = unquote(raw_name)
         if not name or not ref or "@" in ref:
-            raise ModelUriError(f"{text!r}: expected models:/<name>/<version or stage>")
+            raise ModelUriError(f"{_show(text)}: expected models:/<name>/<version or stage>")
         if _VERSION.match(ref):
-            return ModelUri(name, version=str(int(ref)))
+            version = ref.lstrip("0") or "0"
+            if len(version) > 18:  # MLflow keeps versions as 64-bit integers
+                raise ModelUriError(f"{_show(text)}: version {version[:20]}... is too large")
+            return ModelUri(name, version=version)
         if ref.lower() == "latest":
             return ModelUri(name, stage="latest")
         if ref.lower() in _STAGES:
             return ModelUri(name, stage=_STAGES[ref.lower()])
         raise ModelUriError(
-            f"{text!r}: {ref!r} is neither a version number, a stage "
+            f"{_show(text)}: {_show(ref)} is neither a version number, a stage "
             f"({', '.join(_STAGES.values())}) nor latest"
         )
     raw_name, at, alias = rest.rpartition("@")
     if at and raw_name and alias:
         return ModelUri(unquote(raw_name), alias=unquote(alias))
     raise ModelUriError(
-        f"{text!r}: expected models:/<name>/<version>, models:/<name>@<alias> "
+        f"{_show(text)}: expected models:/<name>/<version>, models:/<name>@<alias> "
         "or models:/<name>/<stage>"
     )

@@ -11,7 +11,7 @@ from typing import Any
 from webhook.config import Config
 from webhook.inject import Denied, mutate
 from webhook.patch import Op, make_patch
-from webhook.pods import PodKind, classify
+from webhook.pods import PodKind, classify, kind_of
 from webhook.settings.index import Problem, SettingsIndex
 
 
@@ -35,7 +35,9 @@ def decide(pod: dict[str, Any], namespace: str, index: SettingsIndex, config: Co
     decision = Decision(True, "unchanged", kind=target.kind, group=target.group)
     resolved = index.lookup(namespace, target.group_key) if target.group_key else None
     if resolved is None or isinstance(resolved, Problem):
-        if not target.group_key:
+        if target.label_error:
+            why = target.label_error
+        elif not target.group_key:
             why = f"it has no group label ({config.escaped_group_label} or {config.group_label})"
         elif resolved is None:
             why = f"no MLflowSetting for group {target.group!r} in namespace {namespace!r}"
@@ -53,6 +55,23 @@ def decide(pod: dict[str, Any], namespace: str, index: SettingsIndex, config: Co
     if decision.patch:
         decision.outcome, decision.pod = "injected", new
     return decision
+
+
+def on_error(pod: dict[str, Any], config: Config) -> Decision:
+    """An unexpected error: a pod that would get a model must not start without it (the
+    Deployment controller retries); any other pod starts, with a warning."""
+    kind = kind_of(pod, config)
+    if kind is PodKind.DEPLOYMENT:
+        return Decision(
+            False,
+            "error",
+            kind=kind,
+            message="mlflow webhook: internal error while adding the model init container "
+            "(logged); the pod is refused so it does not start without its model",
+        )
+    return Decision(
+        True, "error", kind=kind, warnings=["mlflow webhook: internal error; MLflow not injected"]
+    )
 
 
 def _unserved(decision: Decision, why: str, config: Config) -> Decision:

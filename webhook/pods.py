@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -18,11 +19,16 @@ class PodKind(StrEnum):
     NONE = "none"  # not ours
 
 
+# A label value Kubernetes accepts; anything else is refused by the API server after admission.
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
 @dataclass(frozen=True)
 class Target:
     kind: PodKind
-    group_key: str  # escaped, as PrimeHub's label holds it
+    group_key: str  # escaped, as PrimeHub's label holds it; "" when the pod names no group
     group: str  # for messages: the plain name when known, else the label value
+    label_error: str = ""  # why the group label cannot be used
 
 
 def _matches(labels: Labels, selectors: tuple[Labels, ...]) -> bool:
@@ -61,10 +67,14 @@ def classify(pod: dict[str, Any], config: Config) -> Target | None:
     if kind is PodKind.DEPLOYMENT and ANNOTATION_MODEL_URI not in annotations:
         return None  # a deployment that does not serve a registered model needs nothing
     labels = meta.get("labels") or {}
-    plain = labels.get(config.group_label)
-    if plain:
-        return Target(kind, escape_group(plain), plain)
-    escaped = labels.get(config.escaped_group_label)
-    if escaped:
-        return Target(kind, escaped, group_name(escaped))
+    for label, plain in ((config.group_label, True), (config.escaped_group_label, False)):
+        value = labels.get(label)
+        if not value:
+            continue
+        if len(value) > 63 or not _LABEL_VALUE.match(value):
+            # Checked before any other work: no cache ever holds such a value.
+            return Target(kind, "", "", f"its label {label} is not a valid label value")
+        if plain:
+            return Target(kind, escape_group(value), value)
+        return Target(kind, value, group_name(value))
     return Target(kind, "", "")

@@ -1,7 +1,16 @@
-"""`mlflow-webhook serve`: the Flask app under gunicorn (gthread workers, keep-alive) with TLS.
+"""`mlflow-webhook serve`: the Flask app under gunicorn, with TLS, gevent workers
+(`webhook.worker`) and a master that outlives any worker.
 
-Each worker builds its own index (and, for the cluster source, its own watch) after the fork,
-so no lock or connection is shared across processes.
+The master prepares what every worker shares before it forks: the settings file, parsed once
+(workers inherit the index), the metrics folder (removed only by the master, when it exits), and
+the run state (`webhook.runstate`). With the cluster source each worker lists and watches for
+itself after the fork (gevent-friendly sockets exist only there) and accepts connections only
+once its list is complete.
+
+On SIGTERM the master does not stop at once: `/readyz` turns 503 in every worker, answers carry
+`Connection: close`, and the listener keeps serving for `shutdown_delay` seconds, so load
+balancers and the API server's keep-alive connections move elsewhere; then workers stop taking
+connections, finish what is in flight, and exit. A second SIGTERM (or SIGINT) stops at once.
 """
 
 from __future__ import annotations
@@ -9,19 +18,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import ssl
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
 from webhook.config import Config
+from webhook.runstate import RunState, WorkerState
 from webhook.settings.index import SettingsIndex
 from webhook.settings.sources import load_file
 from webhook.tls import ReloadingContext
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,32 +50,63 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8443
     workers: int = 2
-    threads: int = 4
+    connections: int = 1000  # per worker
     log_level: str = "info"
+    request_timeout: float = 10.0  # TLS handshake, and each request's headers and body
+    keepalive: float = 120.0  # idle time between requests; above Go's 90 s client default
+    shutdown_delay: float = 5.0  # after SIGTERM: not ready, still serving
+    ready_timeout: float = 10.0  # how long a worker waits for its settings before accepting
 
 
-def build_app(opts: ServeOptions) -> Any:
+@dataclass(frozen=True)
+class Loaded:
+    """One worker's WSGI app, and whether its settings are complete (waits up to `timeout`)."""
+
+    app: Any
+    wait_synced: Callable[[float], bool]
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What the master prepared before the fork."""
+
+    runstate: RunState
+    index: SettingsIndex | None  # the settings file, parsed once; None with the cluster source
+
+
+Loader = Callable[[ServeOptions, Shared], Loaded]
+
+
+def build_app(opts: ServeOptions, shared: Shared) -> Loaded:
     """Index, source and Flask app for one worker process."""
     from webhook.metrics import Metrics  # after PROMETHEUS_MULTIPROC_DIR is set
     from webhook.server import create_app
 
-    index = SettingsIndex(opts.config.default_namespace)
     metrics = Metrics()
-    ready: Callable[[], bool] = lambda: True  # noqa: E731
-    if opts.settings_file is not None:
-        load_file(opts.settings_file, index)
-        app = create_app(index, opts.config, ready, metrics)
-    else:
-        from webhook.settings.sources import ClusterWatcher
+    if shared.index is not None:
+        app = create_app(shared.index, opts.config, _Health(shared.runstate, _always), metrics)
+        return Loaded(app, _always)
+    from webhook.settings.sources import ClusterWatcher
 
-        app = create_app(index, opts.config, lambda: watcher.ready.is_set(), metrics)
-        watcher = ClusterWatcher(
-            index,
-            kube_client(opts.kubeconfig),
-            opts.watch_namespace,
-            on_change=app.extensions["refresh_settings_gauges"],
-        ).start()
-    return app
+    index = SettingsIndex(opts.config.default_namespace)
+    watcher = ClusterWatcher(index, kube_client(opts.kubeconfig), opts.watch_namespace)
+    app = create_app(index, opts.config, _Health(shared.runstate, watcher.ready.wait), metrics)
+    watcher.on_change = app.extensions["refresh_settings_gauges"]
+    watcher.start()
+    return Loaded(app, watcher.ready.wait)
+
+
+def _always(_timeout: float) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class _Health:
+    runstate: RunState
+    wait_synced: Callable[[float], bool]
+
+    def ready(self) -> bool:
+        return self.runstate.ready()
 
 
 def kube_client(kubeconfig: Path | None) -> Any:
@@ -74,36 +120,73 @@ def kube_client(kubeconfig: Path | None) -> Any:
     return client.ApiClient()
 
 
+class _Arbiter(Arbiter):  # type: ignore[misc]
+    """gunicorn's master with a shutdown delay: the first SIGTERM drains, it does not stop."""
+
+    drain_until: float | None = None
+
+    def handle_term(self) -> None:
+        delay = self.app.opts.shutdown_delay
+        if self.drain_until is None and delay > 0:
+            self.app.runstate.start_draining()
+            self.drain_until = time.monotonic() + delay
+            self.log.info(
+                "SIGTERM: not ready any more; serving %.1f s longer, then stopping", delay
+            )
+            return
+        raise StopIteration
+
+    def manage_workers(self) -> None:
+        if self.drain_until is not None and time.monotonic() >= self.drain_until:
+            raise StopIteration
+        super().manage_workers()
+
+    def stop(self, graceful: bool = True) -> None:
+        self.app.runstate.start_stopping()
+        super().stop(graceful)
+
+
 class GunicornServer(BaseApplication):  # type: ignore[misc]
     """gunicorn with the webhook's settings; `load` builds the WSGI app in each worker."""
 
-    def __init__(self, opts: ServeOptions, load: Callable[[ServeOptions], Any] = build_app) -> None:
+    def __init__(self, opts: ServeOptions, shared: Shared, load: Loader = build_app) -> None:
         self.opts = opts
+        self.shared = shared
+        self.runstate = shared.runstate
         self._load = load
-        self.tls = ReloadingContext(opts.cert_file, opts.key_file)
+        ReloadingContext(opts.cert_file, opts.key_file)  # fail now, in the master, if unusable
         super().__init__()
 
     def load_config(self) -> None:
         from prometheus_client import multiprocess
 
         o = self.opts
-        tls = self.tls
+        runstate = self.runstate
+
+        def pre_fork(_server: Any, worker: Any) -> None:
+            worker.slot = runstate.reserve()
+
+        def post_fork(_server: Any, worker: Any) -> None:
+            runstate.set(worker.slot, WorkerState.BOOTING)
+
+        def child_exit(_server: Any, worker: Any) -> None:
+            runstate.release(worker.slot)
+            multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
         settings: dict[str, Any] = {
             "bind": f"[{o.host}]:{o.port}" if ":" in o.host else f"{o.host}:{o.port}",
             "workers": o.workers,
-            "threads": o.threads,
-            "worker_class": "gthread",
-            "keepalive": 75,  # the API server reuses connections; outlive its idle timeout
-            "timeout": 30,
-            "graceful_timeout": 10,
-            "certfile": str(o.cert_file),
-            "keyfile": str(o.key_file),
-            "ssl_context": lambda _conf, _default: tls.get(),
+            "worker_class": "webhook.worker.WebhookWorker",
+            "worker_connections": o.connections,
+            "keepalive": o.keepalive,
+            "timeout": 30,  # a worker silent this long (stuck) is replaced
+            "graceful_timeout": 20,
+            "backlog": 1024,
             "loglevel": o.log_level,
             "accesslog": None,
-            "child_exit": lambda _server, worker: multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
-                worker.pid
-            ),
+            "pre_fork": pre_fork,
+            "post_fork": post_fork,
+            "child_exit": child_exit,
             "post_worker_init": lambda _worker: _setup_logging(o.log_level),
             "proc_name": "mlflow-webhook",
             "control_socket_disable": True,  # it would write under $HOME (read-only root fs)
@@ -112,7 +195,13 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        return self._load(self.opts)
+        """In the worker, after gevent patched the standard library: build what uses sockets."""
+        self.tls = ReloadingContext(self.opts.cert_file, self.opts.key_file)
+        self.runtime = self._load(self.opts, self.shared)
+        return self.runtime.app
+
+    def run(self) -> None:
+        _Arbiter(self).run()
 
 
 def _setup_logging(level: str) -> None:
@@ -121,16 +210,23 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def serve(opts: ServeOptions, load: Callable[[ServeOptions], Any] = build_app) -> None:
+def serve(opts: ServeOptions, load: Loader = build_app) -> None:
     _setup_logging(opts.log_level)
+    index = None
     if opts.settings_file is not None:
-        load_file(opts.settings_file, SettingsIndex(opts.config.default_namespace))  # fail fast
-    with contextlib.ExitStack() as stack:
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the workers' metric files
-            metrics_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="mlflow-webhook-"))
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        index = SettingsIndex(opts.config.default_namespace)
+        load_file(opts.settings_file, index)  # once, here: the workers inherit it
+    master = os.getpid()
+    own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if own_metrics_dir:  # the workers' metric files; outlives every worker
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlflow-webhook-")
+    try:
         try:
-            server = GunicornServer(opts, load)
+            server = GunicornServer(opts, Shared(RunState(), index), load)
         except (OSError, ssl.SSLError) as e:
             raise SystemExit(f"cannot load the TLS certificate: {e}") from None
         server.run()
+    finally:
+        if own_metrics_dir and os.getpid() == master:  # workers leave through here too
+            with contextlib.suppress(OSError):
+                shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"])

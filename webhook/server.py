@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
@@ -14,26 +13,48 @@ from werkzeug.exceptions import HTTPException
 from webhook.admission import BadReview, Request, parse_review, response
 from webhook.config import Config
 from webhook.metrics import Metrics
-from webhook.mutation import Decision, decide
-from webhook.pods import kind_of
+from webhook.mutation import Decision, decide, on_error
 from webhook.settings.index import SettingsIndex
 
 log = logging.getLogger("webhook.requests")
 
+# How long /mutate waits for this process's settings before answering 503: well under the
+# API server's timeout, so `failurePolicy` decides rather than the clock.
+SYNC_WAIT = 2.0
+
+
+class Health(Protocol):
+    def ready(self) -> bool:
+        """For /readyz: the server as a whole answers correctly now."""
+
+    def wait_synced(self, timeout: float) -> bool:
+        """Whether this process holds a complete list of settings (waiting up to `timeout`)."""
+
+
+class AlwaysReady:
+    """For an index filled before the app starts (a file, a test)."""
+
+    def ready(self) -> bool:
+        return True
+
+    def wait_synced(self, timeout: float) -> bool:
+        return True
+
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body), status=status, mimetype="application/json")
+    return Response(json.dumps(body, allow_nan=False), status=status, mimetype="application/json")
 
 
 def create_app(
     index: SettingsIndex,
     config: Config,
-    ready: Callable[[], bool] = lambda: True,
+    health: Health | None = None,
     metrics: Metrics | None = None,
 ) -> Flask:
     app = Flask("webhook")
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
     metrics = metrics or Metrics()
+    health = health or AlwaysReady()
 
     def refresh_settings_gauges() -> None:
         metrics.settings.set(len(index))
@@ -64,13 +85,18 @@ def create_app(
             return _json({"error": str(e)}, 400)
         if not req.is_pod_create:
             decision = Decision(True, "ignored")
+        elif not health.wait_synced(SYNC_WAIT):
+            _log(req, None, "not-ready", start)
+            return _json({"error": "the MLflow settings are not loaded yet; try again"}, 503)
         else:
             try:
                 decision = decide(req.obj, req.namespace, index, config)
-            except Exception:  # a bug must not block pods: admit, warn, and log it
+            except RecursionError:
+                _log(req, None, "bad-request", start, reason="nested too deeply")
+                return _json({"error": "request.object is nested too deeply"}, 400)
+            except Exception:
                 log.exception("mutation failed for request %s", req.uid)
-                decision = Decision(True, "error", kind=kind_of(req.obj, config))
-                decision.warnings.append("mlflow webhook: internal error; MLflow not injected")
+                decision = on_error(req.obj, config)
         body = response(
             req,
             allowed=decision.allowed,
@@ -89,9 +115,9 @@ def create_app(
 
     @app.get("/readyz")
     def readyz() -> Response:
-        if ready():
+        if health.ready():
             return _json({"status": "ready", "settings": len(index)})
-        return _json({"status": "waiting for the first list of settings"}, 503)
+        return _json({"status": "not ready: settings not loaded, or shutting down"}, 503)
 
     @app.get("/metrics")
     def prometheus() -> Response:

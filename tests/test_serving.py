@@ -1,0 +1,226 @@
+"""The server as an adversary meets it: workers that die, clients that hold connections and send
+nothing (or too little, too slowly), and a SIGTERM while requests are in flight. A real
+`mlflow-webhook serve` (gunicorn master, 2 gevent workers, TLS) on the example settings."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.procs import free_port, wait_until
+from tests.webhookproc import WebhookProcess
+from webhook.tls import make_ca, make_serving_cert
+
+ROOT = Path(__file__).parent.parent
+REVIEW = (ROOT / "examples" / "admission-review.json").read_bytes()
+# The API server's own limit for a webhook call (timeoutSeconds in manifests/base/webhook.yaml):
+# an answer later than this is a failure, whatever it says.
+API_SERVER_TIMEOUT = 5.0
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("serving-certs")
+    ca = make_ca("serving-test-ca")
+    pair = make_serving_cert(ca, ["127.0.0.1", "localhost"])
+    (folder / "tls.crt").write_bytes(pair.cert_pem())
+    (folder / "tls.key").write_bytes(pair.key_pem())
+    (folder / "ca.crt").write_bytes(ca.cert_pem())
+    return folder
+
+
+def server(certs: Path, tmp: Path, *extra: str) -> WebhookProcess:
+    source = ["--settings-file", str(ROOT / "examples" / "settings.yaml")]
+    proc = WebhookProcess(certs, free_port(), tmp / "serve.log", source, list(extra))
+    proc.start(certs / "ca.crt")
+    return proc
+
+
+@pytest.fixture
+def webhook(certs: Path, tmp_path: Path) -> Iterator[WebhookProcess]:
+    proc = server(certs, tmp_path, "--request-timeout=2", "--shutdown-delay=0")
+    yield proc
+    proc.stop()
+
+
+def tls_context(certs: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(certs / "ca.crt"))
+
+
+def connect(port: int, certs: Path) -> http.client.HTTPSConnection:
+    return http.client.HTTPSConnection(
+        "127.0.0.1", port, context=tls_context(certs), timeout=API_SERVER_TIMEOUT
+    )
+
+
+def mutate(conn: http.client.HTTPSConnection) -> http.client.HTTPResponse:
+    conn.request("POST", "/mutate", REVIEW, {"Content-Type": "application/json"})
+    reply = conn.getresponse()
+    reply.read()
+    return reply
+
+
+def injected(body: bytes) -> bool:
+    patch = json.loads(base64.b64decode(json.loads(body)["response"]["patch"]))
+    return any(
+        op["value"].get("name") == "MLFLOW_TRACKING_URI" for op in patch if "env" in op["path"]
+    )
+
+
+def admitted_with_mlflow(port: int, certs: Path) -> bool:
+    """One review over a new connection, answered within the API server's timeout."""
+    conn = connect(port, certs)
+    try:
+        conn.request("POST", "/mutate", REVIEW, {"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        return reply.status == 200 and injected(reply.read())
+    finally:
+        conn.close()
+
+
+def requests_counted(webhook: WebhookProcess, certs: Path) -> float:
+    text = requests.get(f"{webhook.url}/metrics", verify=certs / "ca.crt", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("mlflow_webhook_admission_requests_total{")
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGABRT, signal.SIGKILL])
+def test_a_worker_exit_never_stops_the_server(
+    webhook: WebhookProcess, certs: Path, sig: signal.Signals
+) -> None:
+    before = webhook.workers()
+    victim = before[0]
+    # ABRT is what gunicorn's master sends a worker that stopped answering; it exits at once,
+    # so what it had accepted is lost: the assertions start once it is gone.
+    os.kill(victim, sig)
+    wait_until(lambda: victim not in webhook.workers(), 30, "the worker to exit")
+    answers = [admitted_with_mlflow(webhook.port, certs) for _ in range(30)]
+    assert answers == [True] * 30
+
+    def replaced() -> list[int] | None:
+        workers = webhook.workers()
+        return workers if len(workers) == 2 else None
+
+    now = wait_until(replaced, 30, "a replacement worker")
+    assert before[1] in now and victim not in now
+    # The replacement serves too, and the counters kept what the dead worker counted.
+    os.kill(before[1], signal.SIGKILL)
+    wait_until(lambda: before[1] not in webhook.workers(), 30, "the other worker to exit")
+    answers = [admitted_with_mlflow(webhook.port, certs) for _ in range(30)]
+    assert answers == [True] * 30
+    assert requests_counted(webhook, certs) == 60
+
+
+def test_slow_and_idle_clients_cannot_starve_it(webhook: WebhookProcess, certs: Path) -> None:
+    port, ctx = webhook.port, tls_context(certs)
+    held: list[socket.socket] = []
+
+    def tcp() -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        held.append(sock)
+        return sock
+
+    def tls() -> ssl.SSLSocket:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        held.append(sock)
+        return sock
+
+    head = b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    try:
+        for _ in range(64):
+            tcp()  # connects, never starts TLS
+        for _ in range(64):
+            tls()  # handshakes, sends nothing
+        for _ in range(64):
+            tls().sendall(head)  # headers that never end
+        for _ in range(64):
+            tls().sendall(head + b"Content-Length: %d\r\n\r\n" % len(REVIEW) + REVIEW[:100])
+        # While they hold on: every normal review is answered, and within the API server's time.
+        answers = [admitted_with_mlflow(port, certs) for _ in range(50)]
+        assert answers == [True] * 50
+        # And none of them holds on forever: each is closed by the server at its deadline.
+        for sock in held[::16]:
+            sock.settimeout(30)
+            with contextlib.suppress(ConnectionResetError, ssl.SSLError):
+                assert sock.recv(1) == b""
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_keep_alive_connection_serves_many_reviews(webhook: WebhookProcess, certs: Path) -> None:
+    conn = connect(webhook.port, certs)
+    replies = [mutate(conn) for _ in range(20)]
+    assert [r.status for r in replies] == [200] * 20
+    assert all(r.getheader("Connection") != "close" for r in replies)
+    conn.close()
+
+
+def test_sigterm_drains_then_stops_without_dropping_requests(certs: Path, tmp_path: Path) -> None:
+    webhook = server(certs, tmp_path, "--shutdown-delay=2", "--request-timeout=60")
+    try:
+        port = webhook.port
+        kept = connect(port, certs)
+        assert mutate(kept).status == 200
+        # A request in flight across the whole shutdown: headers and half its body now.
+        slow = tls_context(certs).wrap_socket(
+            socket.create_connection(("127.0.0.1", port), timeout=30), server_hostname="127.0.0.1"
+        )
+        slow.sendall(
+            b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(REVIEW) + REVIEW[:200]
+        )
+        webhook.terminate()
+
+        def readyz() -> int:
+            return requests.get(
+                f"{webhook.url}/readyz", verify=certs / "ca.crt", timeout=5
+            ).status_code
+
+        wait_until(lambda: readyz() == 503, 10, "readyz 503 after SIGTERM")
+        # Still serving: the kept connection gets its answer, told to close; new ones are served.
+        reply = mutate(kept)
+        assert reply.status == 200 and reply.getheader("Connection") == "close"
+        assert admitted_with_mlflow(port, certs)
+
+        def refused() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        wait_until(refused, 30, "the listener to close after the delay")
+        slow.sendall(REVIEW[200:])  # the request in flight still completes
+        answer = slow.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert webhook.proc is not None
+        assert webhook.proc.wait(30) == 0
+    finally:
+        webhook.stop()
+
+
+def test_no_metrics_folder_is_left_behind(certs: Path, tmp_path: Path) -> None:
+    before = {p for p in Path("/tmp").iterdir() if p.name.startswith("mlflow-webhook-")}
+    webhook = server(certs, tmp_path, "--shutdown-delay=0")
+    os.kill(webhook.workers()[0], signal.SIGKILL)
+    assert admitted_with_mlflow(webhook.port, certs)
+    webhook.terminate()
+    assert webhook.proc is not None and webhook.proc.wait(30) == 0
+    after = {p for p in Path("/tmp").iterdir() if p.name.startswith("mlflow-webhook-")}
+    assert after == before

@@ -1,0 +1,149 @@
+"""The gunicorn worker that serves the webhook: gevent, one greenlet per connection.
+
+Why our own, on top of gunicorn's gevent worker:
+
+- A connection costs a greenlet, never a worker thread, and never forever: the TLS handshake and
+  each request (headers and body) must finish within `request_timeout`, and a keep-alive
+  connection may idle for `keepalive` seconds between requests (longer than the API server's
+  own idle timeout, so it is the client that closes idle connections, not us).
+- TLS is set up per connection from the reloading context, so renewed certificate files apply
+  to new connections at once (gunicorn's gevent worker fixes one context per worker).
+- A worker accepts no connection before its settings are complete (`ready_timeout` bounds the
+  wait; after it, /mutate answers 503 until the settings arrive).
+- While the server drains (SIGTERM received by the master) every answer carries
+  `Connection: close`, so clients move to another replica; when the worker stops, idle
+  keep-alive connections are closed at once and requests in flight finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from typing import Any
+
+import gevent
+import gevent.socket
+from gevent.pool import Pool
+from gevent.server import StreamServer
+from gunicorn import http, util
+from gunicorn.workers.base_async import AsyncWorker
+from gunicorn.workers.ggevent import GeventWorker
+
+from webhook.runstate import WorkerState
+
+log = logging.getLogger(__name__)
+
+
+class WebhookWorker(GeventWorker):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._running = True
+        self._idle: set[gevent.Greenlet] = set()
+        super().__init__(*args, **kwargs)
+
+    # gunicorn reads `alive` before each answer: False makes it send `Connection: close`.
+    @property
+    def alive(self) -> bool:
+        return self._should_run() and not self.app.runstate.draining
+
+    @alive.setter
+    def alive(self, value: bool) -> None:
+        self._running = value
+
+    def _should_run(self) -> bool:
+        return self._running and not self.app.runstate.stopping
+
+    def run(self) -> None:
+        self._wait_for_settings()
+        servers = []
+        for listener in self.sockets:
+            listener.setblocking(1)
+            server = StreamServer(
+                listener, handle=partial(self.handle, listener), spawn=Pool(self.worker_connections)
+            )
+            if self.cfg.workers > 1:
+                server.max_accept = 1  # spread connections over the workers
+            server.start()
+            servers.append(server)
+        while self._should_run():
+            self.notify()
+            gevent.sleep(0.2)
+        for server in servers:
+            server.close()  # no new connections; the master closed its copy of the listener
+        gevent.killall(list(self._idle), block=False)  # nothing in flight on those
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while time.monotonic() < deadline and any(
+            s.pool.free_count() != s.pool.size for s in servers
+        ):
+            self.notify()
+            gevent.sleep(0.05)
+
+    def _wait_for_settings(self) -> None:
+        """Accept nothing before the settings are complete; bounded, so a server whose API
+        server is away still answers (503) and `failurePolicy` decides quickly."""
+        runtime, runstate = self.app.runtime, self.app.runstate
+        deadline = time.monotonic() + self.app.opts.ready_timeout
+        while self._should_run() and not runtime.wait_synced(0.5):
+            self.notify()
+            if time.monotonic() >= deadline:
+                log.error(
+                    "settings not loaded after %.0f s; answering 503 until they are",
+                    self.app.opts.ready_timeout,
+                )
+                runstate.set(self.slot, WorkerState.STALLED)
+
+                def serving_when_synced() -> None:
+                    while not runtime.wait_synced(60):
+                        pass
+                    runstate.set(self.slot, WorkerState.SERVING)
+                    log.info("settings loaded; serving")
+
+                gevent.spawn(serving_when_synced)
+                return
+        runstate.set(self.slot, WorkerState.SERVING)
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        client.setblocking(1)
+        timeout = self.app.opts.request_timeout
+        conn = client
+        try:
+            with gevent.Timeout(timeout):
+                conn = self.app.tls.get().wrap_socket(
+                    client, server_side=True, do_handshake_on_connect=False
+                )
+                conn.do_handshake()
+            parser = http.get_parser(self.cfg, conn, addr)
+            name = listener.getsockname()
+            first = True
+            while first or self._next_request_arrives(conn, parser):
+                first = False
+                with gevent.Timeout(timeout):  # headers, body and answer
+                    request = next(parser)
+                    # gunicorn's gevent worker drops this answer (keep the connection?).
+                    if not AsyncWorker.handle_request(self, name, request, conn, addr):
+                        return
+        except gevent.Timeout:
+            log.debug("closing a connection from %s: too slow", addr)
+        except (StopIteration, http.errors.NoMoreData, OSError, gevent.GreenletExit):
+            pass  # the client closed, or asked us to, or we are stopping
+        except Exception as e:
+            self.handle_error(None, conn, addr, e)
+        finally:
+            util.close(conn)
+
+    def _next_request_arrives(self, conn: Any, parser: Any) -> bool:
+        """Waits (up to the keep-alive time) for the next request's first byte; an idle wait is
+        the only place where a stopping worker may drop the connection."""
+        if parser.unreader.buf.getbuffer().nbytes or conn.pending():
+            return True  # already here (pipelined)
+        if not self._should_run():
+            return False  # a request that finished after the idle ones were closed
+        me = gevent.getcurrent()
+        self._idle.add(me)
+        try:
+            gevent.socket.wait_read(conn.fileno(), timeout=self.cfg.keepalive)
+            return True  # even when stopping: it is answered, with `Connection: close`
+        except (gevent.GreenletExit, OSError):
+            return False
+        finally:
+            self._idle.discard(me)
