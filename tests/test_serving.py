@@ -224,3 +224,34 @@ def test_no_metrics_folder_is_left_behind(certs: Path, tmp_path: Path) -> None:
     assert webhook.proc is not None and webhook.proc.wait(30) == 0
     after = {p for p in Path("/tmp").iterdir() if p.name.startswith("mlflow-webhook-")}
     assert after == before
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_huge_distinct_labels_do_not_grow_a_worker(certs: Path, tmp_path: Path) -> None:
+    webhook = server(certs, tmp_path, "--workers=1", "--shutdown-delay=0")
+    try:
+        (worker,) = webhook.workers()
+        conn = connect(webhook.port, certs)
+        review = json.loads(REVIEW)
+        labels = review["request"]["object"]["metadata"]["labels"]
+        mutate(conn)  # warm up: imports, first-request allocations
+        before = rss_mib(worker)
+        for i in range(30):
+            labels["primehub.io/group"] = f"escaped-{i:02d}" + "x" * 1_000_000
+            conn.request(
+                "POST", "/mutate", json.dumps(review), {"Content-Type": "application/json"}
+            )
+            reply = conn.getresponse()
+            answer = json.loads(reply.read())["response"]
+            assert answer["allowed"] and "patch" not in answer
+            assert "primehub.io/group is not a valid label value" in answer["warnings"][0]
+        grown = rss_mib(worker) - before
+        assert grown < 32, f"a worker grew by {grown:.0f} MiB"  # it was 250 MiB
+    finally:
+        webhook.stop()
