@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -81,6 +82,39 @@ def test_the_kustomize_builds_pass_server_side_dry_run(
         check=False,
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_the_network_policy_applies_only_once_the_api_server_range_is_set(
+    installed: Installed, tmp_path: Path
+) -> None:
+    manifests = Path(os.path.relpath(ROOT / "manifests", tmp_path))  # kustomize: no absolute
+    kustomization = tmp_path / "kustomization.yaml"
+    base = (
+        f"resources: [{manifests / 'overlays' / 'self-managed'}]\n"
+        f"components: [{manifests / 'components' / 'network-policy'}]\n"
+    )
+
+    def dry_run() -> subprocess.CompletedProcess[str]:
+        return installed.cp.kubectl("apply", "--dry-run=server", "-k", str(tmp_path), check=False)
+
+    kustomization.write_text(base)
+    refused = dry_run()
+    assert refused.returncode != 0
+    assert "SET-THE-API-SERVER-CIDR" in refused.stderr  # the placeholder, named
+    kustomization.write_text(
+        base
+        + """patches:
+  - target: {kind: NetworkPolicy, name: mlflow-webhook}
+    patch: |-
+      - {op: replace, path: /spec/ingress/0/from/0/ipBlock/cidr, value: 172.20.0.0/24}
+      - {op: replace, path: /spec/egress/0/to/0/ipBlock/cidr, value: 172.20.0.0/24}
+"""
+    )
+    accepted = dry_run()
+    assert accepted.returncode == 0, accepted.stderr
+    assert "networkpolicy.networking.k8s.io/mlflow-webhook created (server dry run)" in (
+        accepted.stdout
+    )
 
 
 @pytest.mark.parametrize(
