@@ -19,6 +19,7 @@ import base64
 import contextlib
 import copy
 import socket
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -181,6 +182,36 @@ def bulk_settings(cp: ControlPlane, namespace: str, count: int) -> None:
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(create, range(count)))
+
+
+@contextlib.contextmanager
+def hostile_clients(port: int, ca_file: Path, each: int = 64) -> Iterator[list[socket.socket]]:
+    """Connections held open that take a server's attention and give nothing back: `each` of
+    bare TCP connects, finished TLS handshakes that send nothing, request headers that never
+    end, and bodies cut in half. Closed when the block ends."""
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    held: list[socket.socket] = []
+
+    def tls() -> ssl.SSLSocket:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        held.append(sock)
+        return sock
+
+    head = b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    try:
+        for _ in range(each):
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        for _ in range(each):
+            tls()
+        for _ in range(each):
+            tls().sendall(head)
+        for _ in range(each):
+            tls().sendall(head + b"Content-Length: 5000\r\n\r\n" + b'{"apiVersion": "adm')
+        yield held
+    finally:
+        for sock in held:
+            sock.close()
 
 
 class HAProxy:

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from tests.procs import free_port, wait_until
+from tests.scenarios import hostile_clients
 from tests.webhookproc import WebhookProcess
 from webhook.tls import make_ca, make_serving_cert
 
@@ -126,41 +127,15 @@ def test_a_worker_exit_never_stops_the_server(
 
 
 def test_slow_and_idle_clients_cannot_starve_it(webhook: WebhookProcess, certs: Path) -> None:
-    port, ctx = webhook.port, tls_context(certs)
-    held: list[socket.socket] = []
-
-    def tcp() -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        held.append(sock)
-        return sock
-
-    def tls() -> ssl.SSLSocket:
-        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-        sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
-        held.append(sock)
-        return sock
-
-    head = b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-    try:
-        for _ in range(64):
-            tcp()  # connects, never starts TLS
-        for _ in range(64):
-            tls()  # handshakes, sends nothing
-        for _ in range(64):
-            tls().sendall(head)  # headers that never end
-        for _ in range(64):
-            tls().sendall(head + b"Content-Length: %d\r\n\r\n" % len(REVIEW) + REVIEW[:100])
-        # While they hold on: every normal review is answered, and within the API server's time.
-        answers = [admitted_with_mlflow(port, certs) for _ in range(50)]
+    with hostile_clients(webhook.port, certs / "ca.crt", each=64) as held:
+        # While they hold on: every review is answered, within the API server's time.
+        answers = [admitted_with_mlflow(webhook.port, certs) for _ in range(50)]
         assert answers == [True] * 50
         # And none of them holds on forever: each is closed by the server at its deadline.
         for sock in held[::16]:
             sock.settimeout(30)
             with contextlib.suppress(ConnectionResetError, ssl.SSLError):
                 assert sock.recv(1) == b""
-    finally:
-        for sock in held:
-            sock.close()
 
 
 def test_a_keep_alive_connection_serves_many_reviews(webhook: WebhookProcess, certs: Path) -> None:

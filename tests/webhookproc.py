@@ -23,10 +23,12 @@ class WebhookProcess:
         log: Path,
         source: list[str],
         extra: list[str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
-        """`source`: ["--settings-file", F] or ["--cluster", "--kubeconfig=K"]."""
+        """`source`: ["--settings-file", F] or ["--cluster", "--kubeconfig=K"]; `cwd`: another
+        checkout of the project to run (the benchmarks compare against an older one)."""
         self.cert_dir, self.port, self.log = cert_dir, port, log
-        self.source, self.extra = source, extra or []
+        self.source, self.extra, self.cwd = source, extra or [], cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -52,6 +54,7 @@ class WebhookProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                cwd=self.cwd,
             )
         return self.proc
 

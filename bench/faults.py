@@ -1,0 +1,203 @@
+"""Fault benchmark: the webhook hurt the ways issue 7 lists, while pods are created without pause
+through a real kube-apiserver (server-side dry run), each creation sorted by what its user sees
+(tests/scenarios.py: correct, wrong, uninjected, refused, error).
+
+Scenarios, each in its own namespace with its own webhook configuration:
+  worker-exit  one replica; its workers killed with TERM, ABRT and KILL in turn
+  cold-start   --settings MLflowSettings in the cluster; the replica restarted, and later a worker
+               killed, while pods keep coming
+  slow-clients 64 each of idle TCP, idle TLS, endless headers and half bodies held open
+  rollout      two replicas behind HAProxy (a Service), restarted one after the other
+
+    python -m bench.faults [--settings 10000] [--pods 300] [--webhook-src DIR]
+
+--webhook-src runs the webhook from another checkout (e.g. `git worktree add /tmp/before
+<commit>`), so figures before and after a change come from the same harness. Needs the control
+plane built by tests/controlplane/build.sh and Debian's haproxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tests.cluster import ControlPlane, control_plane, install
+from tests.procs import free_port, wait_until
+from tests.scenarios import (
+    HAProxy,
+    Tally,
+    bulk_settings,
+    group_namespace,
+    hostile_clients,
+    pod_load,
+    remove_namespace,
+    wait_for_pods,
+)
+from tests.webhookproc import WebhookProcess
+from webhook.tls import make_ca, make_serving_cert
+
+
+class Bench:
+    def __init__(self, cp: ControlPlane, tmp: Path, src: Path | None, pods: int) -> None:
+        self.cp, self.tmp, self.src, self.pods = cp, tmp, src, pods
+        self.certs = tmp / "certs"
+        self.certs.mkdir()
+        ca = make_ca("bench-ca")
+        pair = make_serving_cert(ca, ["127.0.0.1"])
+        (self.certs / "tls.crt").write_bytes(pair.cert_pem())
+        (self.certs / "tls.key").write_bytes(pair.key_pem())
+        (self.certs / "ca.crt").write_bytes(ca.cert_pem())
+        help_text = subprocess.run(
+            [sys.executable, "-m", "webhook", "serve", "--help"],
+            capture_output=True,
+            text=True,
+            cwd=src,
+        ).stdout
+        self.delay = ["--shutdown-delay=5"] if "--shutdown-delay" in help_text else []
+
+    def replica(self, name: str) -> WebhookProcess:
+        return WebhookProcess(
+            self.certs,
+            free_port(),
+            self.tmp / f"{name}.log",
+            ["--cluster", f"--kubeconfig={self.cp.webhook_kubeconfig}"],
+            self.delay,
+            cwd=self.src,
+        )
+
+    def ca(self) -> Path:
+        return self.certs / "ca.crt"
+
+    @contextlib.contextmanager
+    def served(self, namespace: str, port: int) -> Iterator[None]:
+        group_namespace(
+            self.cp, namespace, f"https://127.0.0.1:{port}/mutate", self.ca().read_bytes()
+        )
+        try:
+            yield
+        finally:
+            remove_namespace(self.cp, namespace)
+
+    def worker_exit(self) -> Tally:
+        webhook = self.replica("worker-exit")
+        webhook.start(self.ca())
+        try:
+            with (
+                self.served("faults-workers", webhook.port),
+                pod_load(self.cp, "faults-workers", threads=4) as tally,
+            ):
+                wait_for_pods(tally, self.pods)
+                for sig in (signal.SIGTERM, signal.SIGABRT, signal.SIGKILL):
+                    victim = webhook.workers()[0]
+                    os.kill(victim, sig)
+                    wait_for_pods(tally, self.pods)
+        finally:
+            webhook.stop()
+        return tally
+
+    def cold_start(self) -> Tally:
+        webhook = self.replica("cold-start")
+        webhook.start(self.ca())
+        try:
+            with (
+                self.served("faults-cold", webhook.port),
+                pod_load(self.cp, "faults-cold", threads=4) as tally,
+            ):
+                wait_for_pods(tally, self.pods)
+                webhook.stop()
+                webhook.launch()  # a restart: pods keep coming while it lists the settings
+                webhook.wait_ready(self.ca(), timeout=120)
+                wait_for_pods(tally, self.pods)
+                victim = webhook.workers()[0]
+                os.kill(victim, signal.SIGKILL)  # its replacement lists again
+                wait_until(lambda: len(w := webhook.workers()) == 2 and victim not in w, 60, "x")
+                wait_for_pods(tally, self.pods)
+        finally:
+            webhook.stop()
+        return tally
+
+    def slow_clients(self) -> Tally:
+        webhook = self.replica("slow-clients")
+        webhook.start(self.ca())
+        try:
+            with (
+                self.served("faults-slow", webhook.port),
+                pod_load(self.cp, "faults-slow", threads=4) as tally,
+            ):
+                wait_for_pods(tally, self.pods)
+                with hostile_clients(webhook.port, self.ca(), each=64):
+                    wait_for_pods(tally, self.pods, timeout=300)
+        finally:
+            webhook.stop()
+        return tally
+
+    def rollout(self) -> Tally:
+        replicas = [self.replica(f"rollout-{i}") for i in range(2)]
+        for r in replicas:
+            r.start(self.ca())
+        lb = HAProxy(self.tmp, free_port(), [r.port for r in replicas])
+        try:
+            with (
+                lb.run(),
+                self.served("faults-rollout", lb.port),
+                pod_load(self.cp, "faults-rollout", threads=8) as tally,
+            ):
+                wait_until(lambda: set(lb.state().values()) == {"UP"}, 30, "replicas UP")
+                wait_for_pods(tally, self.pods)
+                for r in replicas:
+                    r.terminate()
+                    assert r.proc is not None
+                    r.proc.wait(120)
+                    r.start(self.ca())
+                    wait_until(lambda r=r: lb.state()[r.port] == "UP", 60, "replica UP")
+                    wait_for_pods(tally, self.pods)
+        finally:
+            for r in replicas:
+                r.stop()
+        return tally
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--settings", type=int, default=10_000, help="settings for cold-start")
+    p.add_argument("--pods", type=int, default=300, help="pods between two faults")
+    p.add_argument("--webhook-src", type=Path, help="run the webhook from this checkout")
+    p.add_argument("--only", action="append", help="run only these scenarios")
+    a = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-faults-"))
+    for folder in ("cluster", "install"):
+        (tmp / folder).mkdir()
+    with control_plane(tmp / "cluster") as cp, install(cp, tmp / "install") as inst:
+        inst.webhook.stop()  # the install's own replica: not part of any scenario
+        cp.kubectl("delete", "mutatingwebhookconfiguration", "mlflow-webhook")
+        bench = Bench(cp, tmp, a.webhook_src, a.pods)
+        scenarios: dict[str, Callable[[], Tally]] = {
+            "worker-exit": bench.worker_exit,
+            "cold-start": bench.cold_start,
+            "slow-clients": bench.slow_clients,
+            "rollout": bench.rollout,
+        }
+        if not a.only or "cold-start" in a.only:
+            cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": "faults-bulk"}})
+            bulk_settings(cp, "faults-bulk", a.settings)
+        print(
+            f"webhook from {a.webhook_src or 'this checkout'}; pods created through the API server"
+        )
+        for name, run in scenarios.items():
+            if a.only and name not in a.only:
+                continue
+            tally = run()
+            print(f"{name:<14}{tally.line()}", flush=True)
+            for example in tally.examples[:2]:
+                print(f"{'':<14}e.g. {example[:200]}")
+
+
+if __name__ == "__main__":
+    main()
