@@ -192,11 +192,15 @@ def hostile_clients(port: int, ca_file: Path, each: int = 64) -> Iterator[list[s
     ctx = ssl.create_default_context(cafile=str(ca_file))
     held: list[socket.socket] = []
 
-    def tls() -> ssl.SSLSocket:
+    def tls(send: bytes = b"") -> None:
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-        sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        try:
+            sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        except OSError:  # a server they already starved: this one is held as a bare connect
+            held.append(raw)
+            return
         held.append(sock)
-        return sock
+        sock.sendall(send)
 
     head = b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     try:
@@ -205,9 +209,9 @@ def hostile_clients(port: int, ca_file: Path, each: int = 64) -> Iterator[list[s
         for _ in range(each):
             tls()
         for _ in range(each):
-            tls().sendall(head)
+            tls(head)
         for _ in range(each):
-            tls().sendall(head + b"Content-Length: 5000\r\n\r\n" + b'{"apiVersion": "adm')
+            tls(head + b"Content-Length: 5000\r\n\r\n" + b'{"apiVersion": "adm')
         yield held
     finally:
         for sock in held:

@@ -71,6 +71,10 @@ modelInit:
   image: mirror.example.com/mlflow-webhook:0.1.0
   defaultPath: /models
   resources: {requests: {cpu: 10m}}
+  runAsUser: 2000
+  runAsGroup: 3000
+  volumeSize: 30Gi
+  imagePullSecrets: [mirror-creds]
 """,
         )
     )
@@ -79,7 +83,13 @@ modelInit:
     init = pod["spec"]["initContainers"][-1]
     assert init["image"] == "mirror.example.com/mlflow-webhook:0.1.0"
     assert init["command"][-1] == "/models"
-    assert init["resources"] == {"requests": {"cpu": "10m"}}
+    assert init["resources"] == {"requests": {"cpu": "10m", "ephemeral-storage": "30Gi"}}
+    assert (init["securityContext"]["runAsUser"], init["securityContext"]["runAsGroup"]) == (
+        2000,
+        3000,
+    )
+    assert pod["spec"]["volumes"][-1] == {"name": "mlflow-model", "emptyDir": {"sizeLimit": "30Gi"}}
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "mirror-creds"}]
 
 
 @pytest.mark.parametrize(
@@ -90,6 +100,8 @@ modelInit:
         ("missingSetting: maybe", "missingSetting: must be 'deny' or 'warn'"),
         ("maxRequestBytes: lots", "maxRequestBytes: expected int"),
         ("modelInit: {imagee: x}", "modelInit: unknown keys ['imagee']"),
+        ("modelInit: {volumeSize: big}", "modelInit.volumeSize: 'big' is not a quantity"),
+        ("modelInit: {imagePullSecrets: [1]}", "modelInit.imagePullSecrets: expected a list"),
         ("labelz: {}", "unknown keys ['labelz']"),
         ("- a list", "expected a mapping at the top level"),
     ],

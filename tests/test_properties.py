@@ -102,6 +102,14 @@ def pods(draw: Any) -> tuple[dict[str, Any], str]:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}, namespace
 
 
+def _keeps(old: Any, new: Any) -> bool:
+    try:
+        assert_preserved(old, new)
+    except AssertionError:
+        return False
+    return True
+
+
 def assert_preserved(old: Any, new: Any, path: str = "") -> None:
     if isinstance(old, dict):
         assert isinstance(new, dict), path
@@ -109,9 +117,16 @@ def assert_preserved(old: Any, new: Any, path: str = "") -> None:
             assert key in new, f"{path}/{key} removed"
             assert_preserved(value, new[key], f"{path}/{key}")
     elif isinstance(old, list):
+        # Every old item is still there, in the same order (new ones may come before it:
+        # injected env goes first).
         assert isinstance(new, list) and len(new) >= len(old), path
+        k = 0
         for i, value in enumerate(old):
-            assert_preserved(value, new[i], f"{path}/{i}")
+            while k < len(new) and not _keeps(value, new[k]):
+                k += 1
+            assert k < len(new), f"{path}/{i} removed"
+            assert_preserved(value, new[k], f"{path}/{i}")
+            k += 1
     else:
         assert old == new, f"{path} changed"
 
@@ -132,7 +147,7 @@ def test_mutation_is_idempotent_and_only_adds(drawn: tuple[dict[str, Any], str])
     }
     for c in first.pod["spec"]["containers"] + first.pod["spec"].get("initContainers", []):
         had = [e["name"] for e in before.get(c["name"], {}).get("env", [])]
-        added = [e["name"] for e in c.get("env", [])][len(had) :]
+        added = [e["name"] for e in c.get("env", [])][: len(c.get("env", [])) - len(had)]
         assert len(added) == len(set(added)) and not set(added) & set(had), (had, added)
     again = decide(first.pod, namespace, INDEX, CONFIG)
     assert again.allowed and again.patch == []

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from webhook.settings.index import Problem, SettingsIndex
-from webhook.settings.model import MLflowSetting, SettingError, parse_setting
+from webhook.settings.model import ArtifactVolume, MLflowSetting, SettingError, parse_setting
 from webhook.settings.sources import SourceError, load_file
 
 GOOD: dict[str, Any] = {
@@ -120,7 +120,19 @@ def test_a_good_setting_keeps_its_env_as_written() -> None:
             "spec.artifactVolume.mountPath",
             "absolute",
         ),
-        ({"modelInit": {"image": "x", "command": ["sh"]}}, "spec.modelInit", "only image"),
+        ({"modelInit": {"image": "x", "command": ["sh"]}}, "spec.modelInit", "may hold only env"),
+        ({"modelInit": {"volume": {"size": "huge"}}}, "spec.modelInit.volume.size", "quantity"),
+        (
+            {"modelInit": {"imagePullSecrets": ["creds"]}},
+            "spec.modelInit.imagePullSecrets",
+            "{name: <Secret>}",
+        ),
+        (
+            {"artifactVolume": {"groupVolume": True, "claimName": "x"}},
+            "spec.artifactVolume",
+            "alone",
+        ),
+        ({"artifactVolume": {"groupVolume": "yes"}}, "spec.artifactVolume", "alone"),
         ({"tackingUri": "http://typo"}, "spec", "unknown fields ['tackingUri']"),
     ],
 )
@@ -194,3 +206,13 @@ def test_an_invalid_update_is_reported_under_its_group() -> None:
     found = index.lookup("hub", "escaped--47-5f1")
     assert isinstance(found, Problem) and "spec.trackingUri" in found.message
     assert index.errors() == [error_of(bad)]
+
+
+def test_the_group_volume_comes_from_the_group_name_as_primehub_names_it() -> None:
+    obj = with_spec(group="Research_Team", artifactVolume={"groupVolume": True})
+    setting = parse_setting(obj, "hub")
+    assert setting.artifact_volume == ArtifactVolume(
+        "project-research-team", "/project/research-team"
+    )
+    bad = with_spec(group="Data Science", artifactVolume={"groupVolume": True})
+    assert "claim name 'project-data science'" in error_of(bad)

@@ -70,6 +70,9 @@ class WebhookProcess:
             self.proc,
         )
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def workers(self) -> list[int]:
         assert self.proc is not None
         pid = self.proc.pid

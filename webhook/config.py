@@ -5,6 +5,7 @@ Every knob an admin may turn lives here; README "Configuration" documents the sa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,11 @@ ANNOTATION_INJECT = PREFIX + "inject"
 ANNOTATION_INJECTED = PREFIX + "injected"
 ANNOTATION_MODEL_URI = PREFIX + "model-uri"
 ANNOTATION_MODEL_PATH = PREFIX + "model-path"
+ANNOTATION_MODEL_VOLUME_SIZE = PREFIX + "model-volume-size"
+
+
+# A Kubernetes storage quantity: 10Gi, 500M, 1.5Ti.
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 
 
 class ConfigError(ValueError):
@@ -41,6 +47,7 @@ class ModelInit:
 
     image: str = f"primehub/mlflow-webhook:{__version__}"
     image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
     default_path: str = "/mnt/models"
     resources: dict[str, Any] = field(
         default_factory=lambda: {
@@ -48,6 +55,14 @@ class ModelInit:
             "limits": {"cpu": "1", "memory": "1Gi"},
         }
     )
+    # The image's numeric user and group (Dockerfile): set on the init container, so a pod that
+    # runs as root (runAsUser: 0) still gives it the identity runAsNonRoot requires.
+    run_as_user: int = 10001
+    run_as_group: int = 10001
+    # The model volume: an emptyDir limited to this size (the init container requests as much
+    # ephemeral storage), or with a storage class, a generic ephemeral volume of this size.
+    volume_size: str = "10Gi"
+    storage_class: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,9 +142,20 @@ def parse_config(raw: dict[str, Any]) -> Config:
             ("imagePullPolicy", "image_pull_policy", str),
             ("defaultPath", "default_path", str),
             ("resources", "resources", dict),
+            ("runAsUser", "run_as_user", int),
+            ("runAsGroup", "run_as_group", int),
+            ("volumeSize", "volume_size", str),
+            ("storageClassName", "storage_class", str),
         ):
             if key in mi:
                 mkw[attr] = _take(mi, key, kind, "modelInit.")
+        if "imagePullSecrets" in mi:
+            secrets = _take(mi, "imagePullSecrets", list, "modelInit.")
+            if not all(isinstance(x, str) and x for x in secrets):
+                raise ConfigError("modelInit.imagePullSecrets: expected a list of Secret names")
+            mkw["image_pull_secrets"] = tuple(secrets)
+        if "volume_size" in mkw and not QUANTITY.match(mkw["volume_size"]):
+            raise ConfigError(f"modelInit.volumeSize: {mkw['volume_size']!r} is not a quantity")
         if mi:
             raise ConfigError(f"modelInit: unknown keys {sorted(mi)}")
         kw["model_init"] = ModelInit(**mkw)

@@ -46,7 +46,7 @@ def decide(pod: dict[str, Any], namespace: str, index: SettingsIndex, config: Co
         return _unserved(decision, why, config)
     decision.setting = resolved.ref
     try:
-        new = mutate(pod, target.kind, resolved, config)
+        new, decision.warnings = mutate(pod, target.kind, resolved, config)
     except Denied as e:
         decision.allowed, decision.outcome = False, "denied"
         decision.message = f"mlflow webhook: {e}"

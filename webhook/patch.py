@@ -2,7 +2,8 @@
 
 `jsonpatch.make_patch` over a whole pod is slow on the admission path; since the rules only add
 or change a few subtrees, this diff skips equal subtrees with one C-level comparison and turns
-appended list items into `add .../-`, which also keeps concurrent list order intact.
+list items inserted around the old ones into `add` operations (appended ones as `.../-`), so a
+patch never rewrites the items it keeps.
 """
 
 from __future__ import annotations
@@ -36,6 +37,21 @@ def make_patch(old: Any, new: Any, path: str = "") -> list[Op]:
         n = len(old)
         if len(new) > n and new[:n] == old:
             return [{"op": "add", "path": f"{path}/-", "value": v} for v in new[n:]]
+        if len(new) > n and (inserted := _insertions(old, new)) is not None:
+            # In increasing order: each add lands where the new list has it.
+            return [{"op": "add", "path": f"{path}/{i}", "value": new[i]} for i in inserted]
         if len(new) == n:
             return [op for i in range(n) for op in make_patch(old[i], new[i], f"{path}/{i}")]
     return [{"op": "replace", "path": path, "value": new}]
+
+
+def _insertions(old: list[Any], new: list[Any]) -> list[int] | None:
+    """Indexes of `new` that are not `old`'s items, when `old` is `new` with items removed."""
+    inserted: list[int] = []
+    k = 0
+    for i, item in enumerate(new):
+        if k < len(old) and item == old[k]:
+            k += 1
+        else:
+            inserted.append(i)
+    return inserted if k == len(old) else None

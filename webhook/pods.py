@@ -22,6 +22,27 @@ class PodKind(StrEnum):
 # A label value Kubernetes accepts; anything else is refused by the API server after admission.
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
+# The init container PrimeHub's controller gives a PhDeployment (ee/controllers/
+# phdeployment_controller.go in InfuseAI/primehub-controller); for a registered MLflow model its
+# first argument is the `models:/` URI, for other URIs (s3://, gs://, phfs://...) it is not ours.
+PRIMEHUB_INITIALIZER = "model-storage-initializer"
+
+
+def primehub_initializer(pod: dict[str, Any]) -> int | None:
+    """Index among the init containers of PrimeHub's initializer for a `models:/` URI."""
+    for i, c in enumerate((pod.get("spec") or {}).get("initContainers") or []):
+        args = c.get("args") or []
+        if c["name"] == PRIMEHUB_INITIALIZER and args and args[0].startswith("models:/"):
+            return i
+    return None
+
+
+def wants_model(pod: dict[str, Any]) -> bool:
+    """The pod serves a registered model we must copy in: our annotation, or PrimeHub's
+    `models:/` initializer (the webhook configuration's matchConditions say the same in CEL)."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return ANNOTATION_MODEL_URI in annotations or primehub_initializer(pod) is not None
+
 
 @dataclass(frozen=True)
 class Target:
@@ -49,9 +70,7 @@ def kind_of(pod: dict[str, Any], config: Config) -> PodKind:
     if _matches(labels, kinds.job):
         return PodKind.JOB
     if config.group_label in labels:
-        if ANNOTATION_MODEL_URI in (meta.get("annotations") or {}):
-            return PodKind.DEPLOYMENT
-        return PodKind.OTHER
+        return PodKind.DEPLOYMENT if wants_model(pod) else PodKind.OTHER
     return PodKind.NONE
 
 
@@ -64,7 +83,7 @@ def classify(pod: dict[str, Any], config: Config) -> Target | None:
     kind = kind_of(pod, config)
     if kind is PodKind.NONE:
         return None
-    if kind is PodKind.DEPLOYMENT and ANNOTATION_MODEL_URI not in annotations:
+    if kind is PodKind.DEPLOYMENT and not wants_model(pod):
         return None  # a deployment that does not serve a registered model needs nothing
     labels = meta.get("labels") or {}
     for label, plain in ((config.group_label, True), (config.escaped_group_label, False)):

@@ -27,19 +27,25 @@ def clone(obj: Pod) -> Pod:
     return result
 
 
-def mutate(pod: Pod, kind: PodKind, setting: MLflowSetting, config: Config) -> Pod:
-    """Returns a new pod with the setting injected; raises Denied when it must not start."""
+def mutate(
+    pod: Pod, kind: PodKind, setting: MLflowSetting, config: Config
+) -> tuple[Pod, list[str]]:
+    """A new pod with the setting injected, and warnings for its owner; raises Denied when the
+    pod must not start."""
     new = clone(pod)
     spec = new.setdefault("spec", {})
     annotations = new.setdefault("metadata", {}).get("annotations") or {}
     if kind is PodKind.DEPLOYMENT:
-        add_model_init(new, setting, config)
+        warnings = add_model_init(new, setting, config)
     else:
         plan = container_env_plan(setting, config)
         for container in spec.get("containers") or []:
             inject_container_env(container, plan)
+        warnings = []
         if setting.artifact_volume is not None:
-            mount_group_volume(spec, setting.artifact_volume, spec.get("containers") or [])
+            warnings = mount_group_volume(
+                spec, setting.artifact_volume, spec.get("containers") or []
+            )
     if new != pod:
         new["metadata"]["annotations"] = {**annotations, ANNOTATION_INJECTED: setting.ref}
-    return new
+    return new, [f"mlflow webhook: {w}" for w in warnings]

@@ -1,20 +1,44 @@
-"""The init container that copies the registered model into a volume the model server reads."""
+"""The init container that copies the registered model into the volume the model server reads.
+
+Two ways in:
+- our annotation `mlflow.primehub.io/model-uri`: the init container goes after the pod's own,
+  with a model volume of its own (or the emptyDir the model containers already mount there);
+- PrimeHub's `models:/` initializer (`model-storage-initializer`, see pods.py): our copier takes
+  its place, position and mounts (PrimeHub's `model-storage` emptyDir and group volume), and
+  its plain-value MLflow env (credentials among it) is not kept.
+On reinvocation our init container is found by name and nothing is added twice.
+"""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
-from webhook.config import ANNOTATION_MODEL_PATH, ANNOTATION_MODEL_URI, Config
+from webhook.config import (
+    ANNOTATION_MODEL_PATH,
+    ANNOTATION_MODEL_URI,
+    ANNOTATION_MODEL_VOLUME_SIZE,
+    QUANTITY,
+    Config,
+)
 from webhook.inject.env import container_env_plan, inject_container_env
-from webhook.inject.volumes import ensure_volume, mount, mount_group_volume
+from webhook.inject.volumes import (
+    add_volume,
+    free_name,
+    is_exactly,
+    mount,
+    mount_at,
+    mount_group_volume,
+    norm,
+)
 from webhook.modeluri import ModelUriError, parse_model_uri
+from webhook.pods import primehub_initializer
 from webhook.settings.model import MLflowSetting
 
 INIT_CONTAINER = "mlflow-model-init"
 MODEL_VOLUME = "mlflow-model"
 
-# Passes Pod Security "restricted"; the image runs as a numeric non-root user.
+# Passes Pod Security "restricted"; the user and group come from the configuration.
 SECURITY_CONTEXT: dict[str, Any] = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
@@ -28,55 +52,160 @@ class Denied(Exception):
     """The pod must not be created; the message tells its owner what to fix."""
 
 
-def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) -> None:
-    annotations = pod["metadata"].get("annotations") or {}
-    try:
-        uri = parse_model_uri(str(annotations[ANNOTATION_MODEL_URI]))
-    except ModelUriError as e:
-        raise Denied(f"annotation {ANNOTATION_MODEL_URI}: {e}") from None
-    dest = str(annotations.get(ANNOTATION_MODEL_PATH) or config.model_init.default_path)
-    dest = dest.rstrip("/") or "/"
-    if not dest.startswith("/") or dest == "/":
-        raise Denied(f"annotation {ANNOTATION_MODEL_PATH}: {dest!r} must be an absolute path")
+def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) -> list[str]:
+    """Adds (or takes over) the model init container; returns warnings, raises Denied."""
     spec = pod["spec"]
+    annotations = pod["metadata"].get("annotations") or {}
+    inits: list[dict[str, Any]] = spec.get("initContainers") or []
     containers: list[dict[str, Any]] = spec.get("containers") or []
-    for container in containers:
-        for m in container.get("volumeMounts") or []:
-            if m.get("mountPath", "").rstrip("/") == dest and m.get("name") != MODEL_VOLUME:
-                raise Denied(
-                    f"container {container.get('name')!r} already mounts volume {m.get('name')!r} "
-                    f"at {dest}, where the model goes; remove that mount or set "
-                    f"{ANNOTATION_MODEL_PATH}"
-                )
-    volume = ensure_volume(spec, {"name": MODEL_VOLUME, "emptyDir": {}})
-    init_containers: list[dict[str, Any]] = spec.get("initContainers") or []
-    if not any(c.get("name") == INIT_CONTAINER for c in init_containers):
-        init = _init_container(setting, config, str(uri), dest)
+    ours = next((c for c in inits if c["name"] == INIT_CONTAINER), None)
+    if ours is not None:  # reinvoked: a container added after us needs the model too
+        dest = str(ours["command"][-1])
+        volume = str((mount_at(ours, dest) or {}).get("name", ""))
+        _mount_model(containers, volume, dest)
+        return []
+    taken = primehub_initializer(pod)
+    text = annotations.get(ANNOTATION_MODEL_URI)
+    if text is None and taken is not None:
+        text = (inits[taken].get("args") or [""])[0]
+    try:
+        uri = str(parse_model_uri(str(text)))
+    except ModelUriError as e:
+        raise Denied(f"model URI: {e}") from None
+    warnings: list[str] = []
+    if taken is not None:
+        primehub = inits[taken]
+        storage = _emptydir_mount(spec, primehub)
+        dest = norm(storage["mountPath"])
+        init = _init_container(setting, config, uri, dest, _size(annotations, setting, config))
+        init["volumeMounts"] = copy.deepcopy(primehub.get("volumeMounts") or [])
+        if setting.artifact_volume is not None:
+            warnings += mount_group_volume(spec, setting.artifact_volume, [init], read_only=True)
+        spec["initContainers"] = [*inits[:taken], init, *inits[taken + 1 :]]
+        _mount_model(containers, storage["name"], dest)
+    else:
+        dest = _dest(annotations, config)
+        size = _size(annotations, setting, config)
+        volume = _model_volume(spec, containers, dest, setting, config, size)
+        init = _init_container(setting, config, uri, dest, size)
         mount(init, volume, dest, read_only=False)
         if setting.artifact_volume is not None:
-            mount_group_volume(spec, setting.artifact_volume, [init], read_only=True)
-        spec["initContainers"] = [*init_containers, init]
-    # Also on reinvocation: a container another webhook added after us needs the model too.
+            warnings += mount_group_volume(spec, setting.artifact_volume, [init], read_only=True)
+        spec["initContainers"] = [*inits, init]
+        _mount_model(containers, volume, dest)
+    _add_pull_secrets(spec, setting, config)
+    return warnings
+
+
+def _emptydir_mount(spec: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
+    """PrimeHub's model volume: the emptyDir its initializer writes (`model-storage`)."""
+    empty = {v["name"] for v in spec.get("volumes") or [] if "emptyDir" in v}
+    for m in container.get("volumeMounts") or []:
+        if m["name"] in empty and not m.get("subPath"):
+            return dict(m)
+    raise Denied(f"PrimeHub's {container['name']} mounts no emptyDir for the model")
+
+
+def _dest(annotations: dict[str, str], config: Config) -> str:
+    dest = norm(str(annotations.get(ANNOTATION_MODEL_PATH) or config.model_init.default_path))
+    if not dest.startswith("/") or dest == "/":
+        raise Denied(f"annotation {ANNOTATION_MODEL_PATH}: {dest!r} must be an absolute path")
+    return dest
+
+
+def _size(annotations: dict[str, str], setting: MLflowSetting, config: Config) -> str:
+    size = annotations.get(ANNOTATION_MODEL_VOLUME_SIZE)
+    if size is not None and not QUANTITY.match(size):
+        raise Denied(
+            f"annotation {ANNOTATION_MODEL_VOLUME_SIZE}: {size[:40]!r} is not a quantity like 20Gi"
+        )
+    return size or setting.model_init.volume_size or config.model_init.volume_size
+
+
+def _model_volume(
+    spec: dict[str, Any],
+    containers: list[dict[str, Any]],
+    dest: str,
+    setting: MLflowSetting,
+    config: Config,
+    size: str,
+) -> str:
+    """The volume the model is copied into: the emptyDir every model container already mounts at
+    `dest`, or a new one; never a volume that holds something else."""
+    at_dest = [(c, m) for c in containers if (m := mount_at(c, dest)) is not None]
+    if at_dest:
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        name = at_dest[0][1]["name"]
+        if "emptyDir" in volumes.get(name, {}) and all(is_exactly(m, name) for _, m in at_dest):
+            return str(name)
+        c, m = next(((c, m) for c, m in at_dest if not is_exactly(m, name)), at_dest[0])
+        what = (
+            "a part (subPath) of a volume"
+            if m.get("subPath") or m.get("subPathExpr")
+            else ("not an emptyDir")
+        )
+        raise Denied(
+            f"container {c['name']!r} mounts volume {m['name']!r} at {dest}, where the model "
+            f"goes, and that is {what} the model could be copied into; remove that mount or "
+            f"set {ANNOTATION_MODEL_PATH}"
+        )
+    storage_class = setting.model_init.storage_class or config.model_init.storage_class
+    volume: dict[str, Any] = {"name": free_name(spec, MODEL_VOLUME)}
+    if storage_class:
+        volume["ephemeral"] = {
+            "volumeClaimTemplate": {
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": storage_class,
+                    "resources": {"requests": {"storage": size}},
+                }
+            }
+        }
+    else:
+        volume["emptyDir"] = {"sizeLimit": size}
+    return add_volume(spec, volume)
+
+
+def _mount_model(containers: list[dict[str, Any]], volume: str, dest: str) -> None:
     for container in containers:
-        mount(container, volume, dest, read_only=True)
+        if mount_at(container, dest) is None:
+            mount(container, volume, dest, read_only=True)
 
 
-def _init_container(setting: MLflowSetting, config: Config, uri: str, dest: str) -> dict[str, Any]:
+def _add_pull_secrets(spec: dict[str, Any], setting: MLflowSetting, config: Config) -> None:
+    wanted = setting.model_init.image_pull_secrets or config.model_init.image_pull_secrets
+    have = [s.get("name") for s in spec.get("imagePullSecrets") or []]
+    missing = [{"name": n} for n in wanted if n not in have]
+    if missing:
+        spec["imagePullSecrets"] = [*(spec.get("imagePullSecrets") or []), *missing]
+
+
+def _init_container(
+    setting: MLflowSetting, config: Config, uri: str, dest: str, size: str
+) -> dict[str, Any]:
     defaults = config.model_init
     override = setting.model_init
+    resources = copy.deepcopy(
+        override.resources if override.resources is not None else defaults.resources
+    )
+    # The model's bytes count against the node's ephemeral storage: ask for them up front.
+    if not (override.storage_class or defaults.storage_class):
+        resources.setdefault("requests", {}).setdefault("ephemeral-storage", size)
     container: dict[str, Any] = {
         "name": INIT_CONTAINER,
         "image": override.image or defaults.image,
         "imagePullPolicy": defaults.image_pull_policy,
         "command": ["mlflow-webhook", "copy-artifacts", uri, dest],
-        "resources": copy.deepcopy(
-            override.resources if override.resources is not None else defaults.resources
-        ),
-        "securityContext": copy.deepcopy(SECURITY_CONTEXT),
+        "resources": resources,
+        "securityContext": {
+            **copy.deepcopy(SECURITY_CONTEXT),
+            "runAsUser": defaults.run_as_user,
+            "runAsGroup": defaults.run_as_group,
+        },
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    # The setting's own modelInit.env comes first so it wins over the group's variables.
+    # The setting's own modelInit.env wins over the group's variables of the same name.
     if override.env:
         container["env"] = [dict(e) for e in override.env]
     inject_container_env(container, container_env_plan(setting, config))

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from webhook import API_GROUP, API_VERSION, KIND
+from webhook.config import QUANTITY
 from webhook.groups import escape_group
 
 EnvVar = dict[str, Any]
@@ -42,6 +43,9 @@ class ModelInitOverride:
     image: str | None = None
     resources: dict[str, Any] | None = None
     env: tuple[EnvVar, ...] = ()
+    volume_size: str | None = None
+    storage_class: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,43 @@ class _Checker:
         return tuple(value)
 
 
+def primehub_group_volume(group: str) -> tuple[str, str]:
+    """PrimeHub's group volume: claim `project-<g>` mounted at `/project/<g>`, where <g> is the
+    group name lower-cased with `_` as `-` (pkg/graphql/spawn.go in primehub-controller)."""
+    g = group.lower().replace("_", "-")
+    return f"project-{g}", f"/project/{g}"
+
+
+def _artifact_volume(c: _Checker, av: Any, group: str | None) -> ArtifactVolume | None:
+    if av is None:
+        return None
+    where = "spec.artifactVolume"
+    if not isinstance(av, dict) or set(av) - {"claimName", "mountPath", "groupVolume"}:
+        raise c.fail(where, "must be {groupVolume: true} or {claimName, mountPath}")
+    if av.get("groupVolume") is not None:
+        if av["groupVolume"] is not True or set(av) != {"groupVolume"}:
+            raise c.fail(
+                where, "groupVolume: true stands alone (claim and path come from the group)"
+            )
+        assert group is not None
+        derived, path = primehub_group_volume(group)
+        if not _DNS1123.match(derived):
+            raise c.fail(
+                f"{where}.groupVolume",
+                f"group {group!r} gives the claim name {derived!r}, which Kubernetes refuses; "
+                "set claimName and mountPath instead",
+            )
+        return ArtifactVolume(derived, path)
+    claim = c.string(av.get("claimName"), f"{where}.claimName", required=True)
+    mount = c.string(av.get("mountPath"), f"{where}.mountPath", required=True)
+    assert claim is not None and mount is not None
+    if not _DNS1123.match(claim):
+        raise c.fail(f"{where}.claimName", f"{claim!r} is not a valid claim name")
+    if not mount.startswith("/"):
+        raise c.fail(f"{where}.mountPath", f"{mount!r} is not an absolute path")
+    return ArtifactVolume(claim, mount.rstrip("/") or "/")
+
+
 def parse_setting(obj: Any, default_namespace: str) -> MLflowSetting:
     """Validates one MLflowSetting object (as YAML or the API gives it)."""
     if not isinstance(obj, dict):
@@ -215,33 +256,39 @@ def parse_setting(obj: Any, default_namespace: str) -> MLflowSetting:
             if item["name"] in seen:
                 raise c.fail(f"{path}[{i}].name", f"{item['name']} is set twice")
             seen.add(item["name"])
-    volume = None
-    if spec.get("artifactVolume") is not None:
-        av = spec["artifactVolume"]
-        if not isinstance(av, dict):
-            raise c.fail("spec.artifactVolume", "must be an object with claimName and mountPath")
-        claim = c.string(av.get("claimName"), "spec.artifactVolume.claimName", required=True)
-        mount = c.string(av.get("mountPath"), "spec.artifactVolume.mountPath", required=True)
-        assert claim is not None and mount is not None
-        if not _DNS1123.match(claim):
-            raise c.fail("spec.artifactVolume.claimName", f"{claim!r} is not a valid claim name")
-        if not mount.startswith("/"):
-            raise c.fail("spec.artifactVolume.mountPath", f"{mount!r} is not an absolute path")
-        volume = ArtifactVolume(claim, mount.rstrip("/") or "/")
+    volume = _artifact_volume(c, spec.get("artifactVolume"), group)
     model_init = ModelInitOverride()
     if spec.get("modelInit") is not None:
         mi = spec["modelInit"]
-        if not isinstance(mi, dict) or set(mi) - {"image", "resources", "env"}:
-            raise c.fail("spec.modelInit", "may hold only image, resources and env")
+        fields = {"image", "resources", "env", "volume", "imagePullSecrets"}
+        if not isinstance(mi, dict) or set(mi) - fields:
+            raise c.fail("spec.modelInit", f"may hold only {', '.join(sorted(fields))}")
         resources = mi.get("resources")
         if resources is not None and (
             not isinstance(resources, dict) or set(resources) - {"requests", "limits"}
         ):
             raise c.fail("spec.modelInit.resources", "may hold only requests and limits")
+        model_volume = mi.get("volume") or {}
+        if not isinstance(model_volume, dict) or set(model_volume) - {"size", "storageClassName"}:
+            raise c.fail("spec.modelInit.volume", "may hold only size and storageClassName")
+        size = c.string(model_volume.get("size"), "spec.modelInit.volume.size")
+        if size is not None and not QUANTITY.match(size):
+            raise c.fail("spec.modelInit.volume.size", f"{size!r} is not a quantity like 20Gi")
+        pull = mi.get("imagePullSecrets") or []
+        if not isinstance(pull, list) or not all(
+            isinstance(p, dict) and set(p) == {"name"} and _DNS1123.match(str(p["name"]))
+            for p in pull
+        ):
+            raise c.fail("spec.modelInit.imagePullSecrets", "must be a list of {name: <Secret>}")
         model_init = ModelInitOverride(
             image=c.string(mi.get("image"), "spec.modelInit.image"),
             resources=resources,
             env=c.env(mi.get("env"), "spec.modelInit.env"),
+            volume_size=size,
+            storage_class=c.string(
+                model_volume.get("storageClassName"), "spec.modelInit.volume.storageClassName"
+            ),
+            image_pull_secrets=tuple(p["name"] for p in pull),
         )
     assert group is not None and tracking_uri is not None
     return MLflowSetting(
