@@ -12,6 +12,7 @@ from flask import Flask, Response, request
 from webhook.admission import parse_review, response
 from webhook.config import Config
 from webhook.serve import Loaded, ServeOptions, Shared, serve
+from webhook.settings.index import SettingsIndex
 
 
 def noop_app(_opts: ServeOptions, _shared: Shared) -> Loaded:
@@ -40,5 +41,6 @@ if __name__ == "__main__":
             workers=int(workers),
             log_level="warning",
         ),
+        SettingsIndex(),
         load=noop_app,
     )

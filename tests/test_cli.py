@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).parent.parent
@@ -73,3 +74,101 @@ def test_preview_namespace_flag_and_warning(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "Warning: mlflow webhook: MLflow settings not injected" in result.stderr
     assert "MLFLOW_TRACKING_URI" not in result.stdout
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "webhook", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+SETTING = (
+    "apiVersion: mlflow.primehub.io/v1alpha1\nkind: {kind}\nmetadata: {{name: {name}}}\n"
+    "spec: {{group: g{name}, trackingUri: 'http://m'}}\n"
+)
+FILES = {
+    "not-utf8.yaml": b"\xff\xfe\x00",
+    "a-string.yaml": b"just a string\n",
+    "misspelled-kind.yaml": SETTING.format(kind="MlflowSetting", name="a").encode(),
+    "empty.yaml": b"",
+    "same-name.yaml": (
+        SETTING.format(kind="MLflowSetting", name="a")
+        + "---\n"
+        + SETTING.format(kind="MLflowSetting", name="a")
+    ).encode(),
+    "with-a-secret.yaml": (
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n---\n"
+        + SETTING.format(kind="MLflowSetting", name="a")
+    ).encode(),
+    "no-cluster.kubeconfig": b"apiVersion: v1\nkind: Config\n",
+    "max-request-zero.yaml": b"maxRequestBytes: 0\n",
+}
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    for name, data in FILES.items():
+        (tmp_path / name).write_bytes(data)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["serve", "--settings-file", "{d}/not-utf8.yaml"], "not-utf8.yaml: not UTF-8 text"),
+        (["serve", "--settings-file", "{d}/a-string.yaml"], "document 1: MLflowSetting ?:"),
+        (
+            ["serve", "--settings-file", "{d}/misspelled-kind.yaml"],
+            "document 1: MLflowSetting hub/a: apiVersion/kind: expected "
+            "mlflow.primehub.io/v1alpha1 MLflowSetting, got mlflow.primehub.io/v1alpha1 "
+            "MlflowSetting",
+        ),
+        (["serve", "--settings-file", "{d}/empty.yaml"], "empty.yaml:\n  holds no MLflowSetting"),
+        (
+            ["serve", "--settings-file", "{d}/same-name.yaml"],
+            "document 2: MLflowSetting hub/a is also document 1",
+        ),
+        (["serve", "--settings-file", "{d}/missing.yaml"], "missing.yaml: No such file"),
+        (
+            ["serve", "--config", "{d}/max-request-zero.yaml", "--settings-file", str(SETTINGS)],
+            "maxRequestBytes: must be at least 65536",
+        ),
+        (["serve", "--settings-file", str(SETTINGS), "--port", "70000"], "not between 1 and 65535"),
+        (["serve", "--settings-file", str(SETTINGS), "--workers", "0"], "not between 1 and 64"),
+        (["serve", "--settings-file", str(SETTINGS), "--log-level", "bogus"], "invalid choice"),
+        (
+            ["serve", "--settings-file", str(SETTINGS), "--cert-dir", "/proc/none"],
+            "--cert-dir /proc/none: cannot make a certificate there",
+        ),
+        (["serve", "--cluster"], "--cluster: not running in a cluster; give --kubeconfig FILE"),
+        (
+            ["serve", "--cluster", "--kubeconfig", "{d}/no-cluster.kubeconfig"],
+            "no-cluster.kubeconfig: names no cluster",
+        ),
+        (["preview", "--settings-file", str(SETTINGS), "{d}/missing.yaml"], "No such file"),
+        (["preview", "--settings-file", str(SETTINGS), "{d}/not-utf8.yaml"], "not UTF-8"),
+        (
+            ["preview", "--settings-file", str(SETTINGS), "{d}/with-a-secret.yaml"],
+            "expected one Pod object",
+        ),
+        (["copy-artifacts", "models:/m/1", "{d}/out", "--timeout", "nan"], "not between 1"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_a_non_zero_exit(
+    files: Path, args: list[str], words: str
+) -> None:
+    result = run(*(a.format(d=files) for a in args))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert words in result.stderr
+    assert "certificate for localhost" not in result.stderr  # refused before anything started
+
+
+def test_a_settings_file_may_carry_the_secrets_it_refers_to(files: Path) -> None:
+    result = run(
+        "preview",
+        "--settings-file",
+        str(files / "with-a-secret.yaml"),
+        str(ROOT / "examples" / "pods" / "job.yaml"),
+    )
+    assert result.returncode == 0, result.stderr

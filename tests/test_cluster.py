@@ -21,6 +21,10 @@ import yaml
 
 from tests.cluster import EXAMPLES, ROOT, Installed, pod_file
 from tests.procs import free_port, wait_until
+from tests.settings_table import SECRET, TABLE
+from tests.settings_table import setting as table_setting
+from webhook.settings.crd import render
+from webhook.settings.model import SettingError, parse_setting
 from webhook.tls import make_ca, make_serving_cert, write_atomic
 
 pytestmark = pytest.mark.cluster
@@ -82,6 +86,33 @@ def test_the_kustomize_builds_pass_server_side_dry_run(
         check=False,
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_the_crd_is_generated_from_the_rules_the_webhook_parses_with() -> None:
+    assert (ROOT / "manifests" / "base" / "crd.yaml").read_text() == render(), (
+        "run: python -m webhook.settings.crd > manifests/base/crd.yaml"
+    )
+
+
+def test_the_api_server_judges_the_table_of_settings_as_the_webhook_does(
+    installed: Installed,
+) -> None:
+    """One table, two judges: the CRD's schema and CEL rules, and the webhook's parser."""
+    path = "/apis/mlflow.primehub.io/v1alpha1/namespaces/hub/mlflowsettings"
+    disagreements = []
+    for i, (changes, field) in enumerate(TABLE):
+        obj = table_setting(changes, name=f"table-{i}")
+        reply = installed.cp.request("POST", path, obj, dryRun="All", fieldValidation="Strict")
+        try:
+            parse_setting(obj, "hub")
+            webhook = None
+        except SettingError as e:
+            webhook = e.path
+        api = None if reply.status_code == 201 else reply.json().get("message", "")
+        assert SECRET not in reply.text, f"the API server showed a secret: {reply.text}"
+        if (api is None) != (webhook is None) or (api is not None and field not in api):
+            disagreements.append((changes, reply.status_code, api, webhook))
+    assert disagreements == []
 
 
 def test_the_network_policy_applies_only_once_the_api_server_range_is_set(

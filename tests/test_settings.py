@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from tests.settings_table import SECRET, TABLE, case_id
+from tests.settings_table import setting as table_setting
 from webhook.settings.index import Problem, SettingsIndex
 from webhook.settings.model import ArtifactVolume, MLflowSetting, SettingError, parse_setting
 from webhook.settings.sources import SourceError, load_file
@@ -70,10 +72,10 @@ def test_a_good_setting_keeps_its_env_as_written() -> None:
             "spec.artifactEnv[0].name",
             "not a valid environment variable name",
         ),
-        ({"trackingUri": "mlflow:5000"}, "spec.trackingUri", "not a URL"),
+        ({"trackingUri": "mlflow:5000"}, "spec.trackingUri", "must be an http(s):// URL"),
         ({"trackingUri": None}, "spec.trackingUri", "required"),
         ({"group": ""}, "spec.group", "non-empty"),
-        ({"uiUrl": "ftp://x"}, "spec.uiUrl", "not a URL"),
+        ({"uiUrl": "ftp://x"}, "spec.uiUrl", "must be an http(s):// URL"),
         (
             {
                 "artifactEnv": [
@@ -216,3 +218,18 @@ def test_the_group_volume_comes_from_the_group_name_as_primehub_names_it() -> No
     )
     bad = with_spec(group="Data Science", artifactVolume={"groupVolume": True})
     assert "claim name 'project-data science'" in error_of(bad)
+
+
+@pytest.mark.parametrize(("changes", "field"), TABLE, ids=[case_id(c) for c, _ in TABLE])
+def test_the_table_of_settings_as_the_webhook_judges_it(
+    changes: dict[str, Any], field: str | None
+) -> None:
+    """The same table runs against the API server in test_cluster.py."""
+    try:
+        parse_setting(table_setting(changes), "hub")
+    except SettingError as e:
+        assert field is not None, f"refused: {e}"
+        assert e.path.startswith(field), (e.path, field)
+        assert SECRET not in str(e)
+    else:
+        assert field is None, f"accepted, but {field} should be refused"

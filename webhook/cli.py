@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,19 +14,54 @@ import yaml
 
 from webhook import __version__
 from webhook.config import ConfigError, load_config
-from webhook.settings.sources import SourceError
+from webhook.settings.sources import SourceError, read_file
+
+
+class CliError(Exception):
+    """Bad input to a command: one line to stderr, exit code 2."""
+
+
+def _cluster_reachable_in_principle(kubeconfig: Path | None) -> None:
+    """What can be checked before the workers start, without importing the Kubernetes client
+    into the master (the workers import it after gevent patches the standard library)."""
+    if kubeconfig is not None:
+        try:
+            config = yaml.safe_load(kubeconfig.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            why = getattr(e, "strerror", None) or str(e).splitlines()[0]
+            raise CliError(f"--kubeconfig {kubeconfig}: {why}") from None
+        if not isinstance(config, dict) or not config.get("clusters"):
+            raise CliError(f"--kubeconfig {kubeconfig}: names no cluster")
+        return
+    token = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    if not os.environ.get("KUBERNETES_SERVICE_HOST") or not token.exists():
+        raise CliError("--cluster: not running in a cluster; give --kubeconfig FILE")
 
 
 def _serve(args: argparse.Namespace) -> int:
     from webhook.serve import ServeOptions, serve
+    from webhook.settings.index import SettingsIndex
+    from webhook.settings.sources import load_file
     from webhook.tls import ensure_dev_certs
 
     if (args.settings_file is None) == (not args.cluster):
         raise SystemExit("serve: give --settings-file FILE or --cluster (not both)")
     if (args.cert_file is None) != (args.key_file is None):
         raise SystemExit("serve: give both --cert-file and --key-file, or neither")
+    config = load_config(args.config)
+    index = None
+    if args.cluster:
+        _cluster_reachable_in_principle(args.kubeconfig)
+    else:  # read once, here: the workers inherit the index
+        index = SettingsIndex(config.default_namespace)
+        load_file(args.settings_file, index)
     if args.cert_file is None:
-        cert, key, ca = ensure_dev_certs(args.cert_dir)
+        try:
+            cert, key, ca = ensure_dev_certs(args.cert_dir)
+        except OSError as e:
+            raise CliError(
+                f"--cert-dir {args.cert_dir}: cannot make a certificate there: {e.strerror or e}"
+            ) from None
         print(
             f"TLS: self-signed certificate for localhost, 127.0.0.1; CA in {ca}\n"
             f"Send it the example review:\n  curl --cacert {ca} -H 'Content-Type: application/json'"
@@ -36,10 +72,9 @@ def _serve(args: argparse.Namespace) -> int:
         cert, key = args.cert_file, args.key_file
     serve(
         ServeOptions(
-            config=load_config(args.config),
+            config=config,
             cert_file=cert,
             key_file=key,
-            settings_file=args.settings_file,
             kubeconfig=args.kubeconfig,
             watch_namespace=args.watch_namespace,
             host=args.host,
@@ -51,7 +86,8 @@ def _serve(args: argparse.Namespace) -> int:
             keepalive=args.keepalive,
             shutdown_delay=args.shutdown_delay,
             ready_timeout=args.ready_timeout,
-        )
+        ),
+        index,
     )
     return 0
 
@@ -64,9 +100,7 @@ def _preview(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     index = SettingsIndex(config.default_namespace)
     load_file(args.settings_file, index)
-    pod = yaml.safe_load(args.pod.read_text())
-    if not isinstance(pod, dict) or pod.get("kind", "Pod") != "Pod":
-        raise SystemExit(f"{args.pod}: expected one Pod object")
+    pod = _read_pod(args.pod)
     namespace = args.namespace or (pod.get("metadata") or {}).get("namespace") or "default"
     decision = decide(pod, namespace, index, config)
     for warning in decision.warnings:
@@ -79,6 +113,21 @@ def _preview(args: argparse.Namespace) -> int:
     else:
         yaml.safe_dump(decision.pod or pod, sys.stdout, sort_keys=False)
     return 0
+
+
+def _read_pod(path: Path) -> dict[str, Any]:
+    """One Pod, of the shape the webhook accepts (as the server would answer 400 otherwise)."""
+    from webhook.podshape import ShapeError, check
+
+    docs = read_file(path)
+    if len(docs) != 1 or not isinstance(docs[0][1], dict) or docs[0][1].get("kind", "Pod") != "Pod":
+        raise CliError(f"{path}: expected one Pod object")
+    pod: dict[str, Any] = docs[0][1]
+    try:
+        check(pod, path="pod")
+    except ShapeError as e:
+        raise CliError(f"{path}: {e}") from None
+    return pod
 
 
 def _copy_artifacts(args: argparse.Namespace) -> int:
@@ -203,7 +252,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("dest", type=Path)
     c.add_argument(
         "--timeout",
-        type=float,
+        type=_ranged(float, 1, 7 * 86400),
         default=600,
         help="give up on transient failures after this many seconds (default 600)",
     )
@@ -214,7 +263,7 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--progress-every",
-        type=float,
+        type=_ranged(float, 0.1, 86400),
         default=10,
         help="seconds between progress lines during a copy (default 10)",
     )
@@ -248,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except (ConfigError, SourceError) as e:
+    except (ConfigError, SourceError, CliError) as e:
         print(f"mlflow-webhook: {e}", file=sys.stderr)
         return 2
     return code

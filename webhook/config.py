@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from webhook import PREFIX, __version__
+from webhook.settings import rules
 
 Labels = dict[str, str]
 
@@ -23,8 +24,7 @@ ANNOTATION_MODEL_PATH = PREFIX + "model-path"
 ANNOTATION_MODEL_VOLUME_SIZE = PREFIX + "model-volume-size"
 
 
-# A Kubernetes storage quantity: 10Gi, 500M, 1.5Ti.
-QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+QUANTITY = re.compile(rules.QUANTITY)
 
 
 class ConfigError(ValueError):
@@ -167,6 +167,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
         kw["default_namespace"] = _take(raw, "defaultNamespace", str, "")
     if "maxRequestBytes" in raw:
         kw["max_request_bytes"] = _take(raw, "maxRequestBytes", int, "")
+        if kw["max_request_bytes"] < 64 * 1024:  # a pod's review is tens of KiB
+            raise ConfigError("maxRequestBytes: must be at least 65536")
     if raw:
         raise ConfigError(f"unknown keys {sorted(raw)}")
     return Config(**kw)
@@ -176,9 +178,13 @@ def load_config(path: Path | None) -> Config:
     if path is None:
         return Config()
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: {e}") from e
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:

@@ -33,7 +33,6 @@ from gunicorn.arbiter import Arbiter
 from webhook.config import Config
 from webhook.runstate import RunState, WorkerState
 from webhook.settings.index import SettingsIndex
-from webhook.settings.sources import load_file
 from webhook.tls import ReloadingContext
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,6 @@ class ServeOptions:
     config: Config
     cert_file: Path
     key_file: Path
-    settings_file: Path | None = None  # None: watch the cluster
     kubeconfig: Path | None = None
     watch_namespace: str | None = None
     host: str = "127.0.0.1"
@@ -210,12 +208,10 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def serve(opts: ServeOptions, load: Loader = build_app) -> None:
+def serve(opts: ServeOptions, index: SettingsIndex | None = None, load: Loader = build_app) -> None:
+    """`index`: the settings file, already loaded (the workers inherit it); None to watch the
+    cluster."""
     _setup_logging(opts.log_level)
-    index = None
-    if opts.settings_file is not None:
-        index = SettingsIndex(opts.config.default_namespace)
-        load_file(opts.settings_file, index)  # once, here: the workers inherit it
     master = os.getpid()
     own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if own_metrics_dir:  # the workers' metric files; outlives every worker

@@ -8,18 +8,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 from webhook import API_GROUP, API_VERSION, KIND
-from webhook.config import QUANTITY
+from webhook.config import Config
 from webhook.groups import escape_group
+from webhook.settings import rules
 
 EnvVar = dict[str, Any]
 EnvFromSource = dict[str, Any]
 
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_CREDENTIAL_WORDS = ("PASSWORD", "TOKEN", "SECRET")
+_ENV_NAME = re.compile(rules.ENV_NAME)
+_DNS1123 = re.compile(rules.DNS1123)
+_QUANTITY = re.compile(rules.QUANTITY)
+# Names that form a login by default (config.py): their values come from Secrets only.
+LOGIN_NAMES = Config.tracking_credentials | Config.artifact_credentials
 _OWN_NAMES = ("MLFLOW_TRACKING_URI", "MLFLOW_UI_URL")
 
 
@@ -74,8 +76,9 @@ class MLflowSetting:
 class _Checker:
     """Walks one object's spec and raises SettingError at the first wrong field."""
 
-    def __init__(self, ref: str) -> None:
+    def __init__(self, ref: str, secret_names: frozenset[str]) -> None:
         self.ref = ref
+        self.secret_names = secret_names
 
     def fail(self, path: str, message: str) -> SettingError:
         return SettingError(self.ref, path, message)
@@ -89,13 +92,16 @@ class _Checker:
             raise self.fail(path, "must be a non-empty string")
         return value
 
-    def url(self, value: Any, path: str, schemes: tuple[str, ...], *, required: bool) -> str | None:
+    def url(self, value: Any, path: str, pattern: str, *, required: bool) -> str | None:
         text = self.string(value, path, required=required)
         if text is None:
             return None
-        parsed = urlparse(text)
-        if parsed.scheme not in schemes or (parsed.scheme.startswith("http") and not parsed.netloc):
-            raise self.fail(path, f"{text!r} is not a URL with scheme {' or '.join(schemes)}")
+        if not rules.matches(pattern, text):
+            # The value is not echoed: it may hold a password.
+            what = "or databricks[://profile] " if "databricks" in pattern else ""
+            raise self.fail(
+                path, f"must be an http(s):// URL with a host {what}and no user:password@"
+            )
         return text
 
     def key_ref(self, value: Any, path: str) -> None:
@@ -135,11 +141,16 @@ class _Checker:
             if "value" in item:
                 if not isinstance(item["value"], str):
                     raise self.fail(f"{where}.value", "must be a string")
-                if any(word in name.upper() for word in _CREDENTIAL_WORDS):
+                if name in self.secret_names or rules.matches(rules.CREDENTIAL_NAME, name):
                     raise self.fail(
                         f"{where}.value",
                         f"{name} looks like a credential: put it in a Secret and use "
                         "valueFrom.secretKeyRef",
+                    )
+                if rules.matches(rules.URL_WITH_USERINFO, item["value"]):
+                    raise self.fail(
+                        f"{where}.value",
+                        f"{name} holds a URL with user:password@: put the credentials in a Secret",
                     )
             else:
                 source = item["valueFrom"]
@@ -213,8 +224,11 @@ def _artifact_volume(c: _Checker, av: Any, group: str | None) -> ArtifactVolume 
     return ArtifactVolume(claim, mount.rstrip("/") or "/")
 
 
-def parse_setting(obj: Any, default_namespace: str) -> MLflowSetting:
-    """Validates one MLflowSetting object (as YAML or the API gives it)."""
+def parse_setting(
+    obj: Any, default_namespace: str, secret_names: frozenset[str] = LOGIN_NAMES
+) -> MLflowSetting:
+    """Validates one MLflowSetting object (as YAML or the API gives it). `secret_names`: the
+    configured login names, whose values must come from Secrets."""
     if not isinstance(obj, dict):
         raise SettingError("?", "(object)", "expected a mapping")
     meta = obj.get("metadata")
@@ -222,9 +236,10 @@ def parse_setting(obj: Any, default_namespace: str) -> MLflowSetting:
     name = meta.get("name") if isinstance(meta.get("name"), str) else None
     namespace = meta.get("namespace") or default_namespace
     ref = f"{namespace}/{name or '?'}"
-    c = _Checker(ref)
+    c = _Checker(ref, secret_names | LOGIN_NAMES)
     if obj.get("apiVersion") != f"{API_GROUP}/{API_VERSION}" or obj.get("kind") != KIND:
-        raise c.fail("apiVersion/kind", f"expected {API_GROUP}/{API_VERSION} {KIND}")
+        got = f"{str(obj.get('apiVersion'))[:60]} {str(obj.get('kind'))[:60]}"
+        raise c.fail("apiVersion/kind", f"expected {API_GROUP}/{API_VERSION} {KIND}, got {got}")
     if not name or not _DNS1123.match(name):
         raise c.fail("metadata.name", "required, a lowercase DNS-1123 name")
     spec = obj.get("spec")
@@ -245,9 +260,9 @@ def parse_setting(obj: Any, default_namespace: str) -> MLflowSetting:
         raise c.fail("spec", f"unknown fields {sorted(set(spec) - known)}")
     group = c.string(spec.get("group"), "spec.group", required=True)
     tracking_uri = c.url(
-        spec.get("trackingUri"), "spec.trackingUri", ("http", "https", "databricks"), required=True
+        spec.get("trackingUri"), "spec.trackingUri", rules.TRACKING_URI, required=True
     )
-    ui_url = c.url(spec.get("uiUrl"), "spec.uiUrl", ("http", "https"), required=False)
+    ui_url = c.url(spec.get("uiUrl"), "spec.uiUrl", rules.UI_URL, required=False)
     tracking_env = c.env(spec.get("trackingEnv"), "spec.trackingEnv")
     artifact_env = c.env(spec.get("artifactEnv"), "spec.artifactEnv")
     seen: set[str] = set()
@@ -272,7 +287,7 @@ def parse_setting(obj: Any, default_namespace: str) -> MLflowSetting:
         if not isinstance(model_volume, dict) or set(model_volume) - {"size", "storageClassName"}:
             raise c.fail("spec.modelInit.volume", "may hold only size and storageClassName")
         size = c.string(model_volume.get("size"), "spec.modelInit.volume.size")
-        if size is not None and not QUANTITY.match(size):
+        if size is not None and not _QUANTITY.match(size):
             raise c.fail("spec.modelInit.volume.size", f"{size!r} is not a quantity like 20Gi")
         pull = mi.get("imagePullSecrets") or []
         if not isinstance(pull, list) or not all(

@@ -1,0 +1,97 @@
+"""One table of settings, each accepted or refused (with the field named), that the webhook's
+parser (test_settings.py) and the real API server with the CRD (test_cluster.py) must both judge
+exactly so. SECRET stands for a credential: no message may ever show it."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+SECRET = "s3cr3t-Value"
+GOOD: dict[str, Any] = {
+    "apiVersion": "mlflow.primehub.io/v1alpha1",
+    "kind": "MLflowSetting",
+    "metadata": {"name": "table", "namespace": "hub"},
+    "spec": {"group": "Research_Team", "trackingUri": "https://mlflow.example.com"},
+}
+REF = {"secretKeyRef": {"name": "login", "key": "k"}}
+
+# (spec changes, None when accepted, else the field the refusal names)
+TABLE: list[tuple[dict[str, Any], str | None]] = [
+    ({}, None),
+    ({"group": "Data Science"}, None),
+    ({"group": " "}, "spec.group"),
+    ({"trackingUri": "http://app-mlflow-xyz12:5000"}, None),
+    ({"trackingUri": "databricks"}, None),
+    ({"trackingUri": "databricks://my-profile"}, None),
+    ({"trackingUri": "databricks-uc://x"}, "spec.trackingUri"),
+    ({"trackingUri": f"https://user:{SECRET}@mlflow.example.com"}, "spec.trackingUri"),
+    ({"trackingUri": f"ftp://user:{SECRET}@host"}, "spec.trackingUri"),
+    ({"trackingUri": "mlflow:5000"}, "spec.trackingUri"),
+    ({"trackingUri": "https://"}, "spec.trackingUri"),
+    ({"uiUrl": "https://ui.example.com/console/apps/mlflow"}, None),
+    ({"uiUrl": f"https://a:{SECRET}@ui.example.com"}, "spec.uiUrl"),
+    ({"trackingEnv": [{"name": "MLFLOW_TRACKING_PASSWD", "value": SECRET}]}, "spec.trackingEnv[0]"),
+    (
+        {"trackingEnv": [{"name": "MLFLOW_TRACKING_USERNAME", "value": SECRET}]},
+        "spec.trackingEnv[0]",
+    ),
+    ({"trackingEnv": [{"name": "MLFLOW_TRACKING_USERNAME", "valueFrom": REF}]}, None),
+    ({"artifactEnv": [{"name": "AWS_ACCESS_KEY_ID", "value": SECRET}]}, "spec.artifactEnv[0]"),
+    (
+        {"artifactEnv": [{"name": "AZURE_STORAGE_ACCESS_KEY", "value": SECRET}]},
+        "spec.artifactEnv[0]",
+    ),
+    ({"artifactEnv": [{"name": "MY_API_KEY", "value": SECRET}]}, "spec.artifactEnv[0]"),
+    (
+        {"artifactEnv": [{"name": "MLFLOW_S3_ENDPOINT_URL", "value": f"https://k:{SECRET}@minio"}]},
+        "spec.artifactEnv[0]",
+    ),
+    ({"artifactEnv": [{"name": "MLFLOW_S3_ENDPOINT_URL", "value": "https://minio:9000"}]}, None),
+    ({"artifactEnv": [{"name": "AWS_DEFAULT_REGION", "value": "us-east-1"}]}, None),
+    ({"trackingEnv": [{"name": "MLFLOW_TRACKING_INSECURE_TLS", "value": "true"}]}, None),
+    ({"trackingEnv": [{"name": "X", "value": "1", "valueFrom": REF}]}, "spec.trackingEnv[0]"),
+    ({"trackingEnv": [{"name": "X"}]}, "spec.trackingEnv[0]"),
+    ({"trackingEnv": [{"name": "MLFLOW_TRACKING_URI", "value": "x"}]}, "spec.trackingEnv[0]"),
+    (
+        {
+            "trackingEnv": [{"name": "X", "value": "1"}],
+            "artifactEnv": [{"name": "X", "value": "2"}],
+        },
+        "spec",
+    ),
+    ({"trackingEnvFrom": [{"secretRef": {"name": "mlflow-login"}}]}, None),
+    (
+        {"trackingEnvFrom": [{"secretRef": {"name": "s"}, "configMapRef": {"name": "c"}}]},
+        "spec.trackingEnvFrom[0]",
+    ),
+    ({"artifactVolume": {"groupVolume": True}}, None),
+    ({"artifactVolume": {"groupVolume": True, "claimName": "x"}}, "spec.artifactVolume"),
+    ({"artifactVolume": {"claimName": "project-a"}}, "spec.artifactVolume"),
+    ({"artifactVolume": {"claimName": "project-a", "mountPath": "/project/a"}}, None),
+    ({"artifactVolume": {"claimName": "project-a", "mountPath": "rel"}}, "spec.artifactVolume"),
+    ({"modelInit": {"volume": {"size": "20Gi", "storageClassName": "fast"}}}, None),
+    ({"modelInit": {"volume": {"size": "big"}}}, "spec.modelInit.volume.size"),
+    ({"modelInit": {"imagePullSecrets": [{"name": "creds"}]}}, None),
+    (
+        {"modelInit": {"imagePullSecrets": [{"name": "Bad_Name"}]}},
+        "spec.modelInit.imagePullSecrets",
+    ),
+    ({"modelInit": {"env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]}}, None),
+    (
+        {"modelInit": {"env": [{"name": "PROXY_PASSWORD", "value": SECRET}]}},
+        "spec.modelInit.env[0]",
+    ),
+    ({"tackingUri": "typo"}, "spec"),
+]
+
+
+def setting(changes: dict[str, Any], name: str = "table") -> dict[str, Any]:
+    obj = copy.deepcopy(GOOD)
+    obj["metadata"]["name"] = name
+    obj["spec"].update(copy.deepcopy(changes))
+    return obj
+
+
+def case_id(changes: dict[str, Any]) -> str:
+    return str(changes)[:60] or "good"

@@ -1,0 +1,26 @@
+"""The patterns a setting's fields must match, shared by the webhook's parser (model.py) and the
+CRD's CEL rules (manifests/base/crd.yaml), which a test holds to these exact strings. Written in
+the common subset of Python's `re` and RE2 (CEL's `matches`)."""
+
+from __future__ import annotations
+
+import re
+
+# MLFLOW_TRACKING_URI: an http(s) URL with a host and no user:password@, or Databricks (with an
+# optional profile). Credentials travel in Secrets, never in a URI.
+TRACKING_URI = r"^(https?://[^/@\s]+(/\S*)?|databricks(://[^/@\s]+)?)$"
+UI_URL = r"^https?://[^/@\s]+(/\S*)?$"
+# A URL with user:password@ (for env values: refused as a plain value).
+URL_WITH_USERINFO = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/\s]*@"
+# Names whose value is a credential whatever the configuration says.
+CREDENTIAL_NAME = r"(?i)(PASSWORD|PASSWD|TOKEN|SECRET|ACCESS_?KEY|PRIVATE_?KEY|API_?KEY)"
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+DNS1123 = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+NOT_BLANK = r"\S"
+# A Kubernetes storage quantity: 10Gi, 500M, 1.5Ti.
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+
+
+def matches(pattern: str, text: str) -> bool:
+    """As CEL's `matches`: a match anywhere unless the pattern is anchored."""
+    return re.search(pattern, text) is not None
