@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from tests.cluster import EXAMPLES, ROOT, Installed, pod_file
 from tests.procs import free_port, wait_until
@@ -504,7 +506,10 @@ def _kubelet_sync(installed: Installed) -> str:
     data = {k: base64.b64decode(v) for k, v in r.json()["data"].items()}
     write_atomic(installed.cert_dir / "tls.key", data["tls.key"])
     write_atomic(installed.cert_dir / "tls.crt", data["tls.crt"])
-    return data["ca-signing.crt"].decode()
+    # What the webhook's pods see: the serving pair and the CA bundle, never a CA's key.
+    assert set(data) == {"tls.crt", "tls.key", "ca.crt"}
+    newest = x509.load_pem_x509_certificates(data["ca.crt"])[0]  # the bundle lists it first
+    return newest.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def _wait_served_by(installed: Installed, ca_pem: str, name: str) -> None:
@@ -561,12 +566,42 @@ def test_certificate_rotation_while_pods_are_created_fails_nothing(installed: In
     assert failures == [], failures[:5]
 
 
+def test_an_install_from_before_the_split_moves_the_ca_key_out_of_the_mounted_secret(
+    installed: Installed,
+) -> None:
+    from webhook.certs import CertPolicy, hosts_for, plan
+
+    hosts = hosts_for("mlflow-webhook", "mlflow-webhook", ["127.0.0.1"])  # as _certs asks
+    data = plan(None, hosts, CertPolicy())
+    assert data is not None
+    path = "/api/v1/namespaces/mlflow-webhook/secrets"
+    for name in ("mlflow-webhook-tls", "mlflow-webhook-ca"):
+        installed.cp.request("DELETE", f"{path}/{name}")
+    legacy = {k: base64.b64encode(v).decode() for k, v in data.items()}  # all five keys
+    r = installed.cp.request(
+        "POST",
+        path,
+        {"metadata": {"name": "mlflow-webhook-tls"}, "type": "kubernetes.io/tls", "data": legacy},
+    )
+    assert r.status_code == 201, r.text
+    result = _certs(installed)
+    assert result.returncode == 0, result.stderr
+    assert "moved the CA's key" in result.stdout
+    served = installed.cp.request("GET", f"{path}/mlflow-webhook-tls").json()["data"]
+    signing = installed.cp.request("GET", f"{path}/mlflow-webhook-ca").json()["data"]
+    assert set(served) == {"tls.crt", "tls.key", "ca.crt"}
+    assert served["tls.crt"] == legacy["tls.crt"]  # nothing was due: the same certificate
+    assert signing == {k: legacy[k] for k in ("ca-signing.crt", "ca-signing.key")}
+    _wait_served_by(installed, _kubelet_sync(installed), "ca-legacy.crt")
+
+
 def test_concurrent_certificate_runs_agree(installed: Installed) -> None:
     """Two replicas of the keeper starting at once: one Secret, both runs succeed."""
     from webhook.certs import ensure
 
     client = installed.cp.client(installed.cp.certs_kubeconfig)
-    installed.cp.request("DELETE", "/api/v1/namespaces/mlflow-webhook/secrets/mlflow-webhook-tls")
+    for name in ("mlflow-webhook-tls", "mlflow-webhook-ca"):
+        installed.cp.request("DELETE", f"/api/v1/namespaces/mlflow-webhook/secrets/{name}")
     outcomes: list[str] = []
     errors: list[Exception] = []
 
@@ -592,8 +627,9 @@ def test_concurrent_certificate_runs_agree(installed: Installed) -> None:
         t.join()
     assert errors == [] and len(outcomes) == 2
     secret = installed.cp.request(
-        "GET", "/api/v1/namespaces/mlflow-webhook/secrets/mlflow-webhook-tls"
+        "GET", "/api/v1/namespaces/mlflow-webhook/secrets/mlflow-webhook-ca"
     ).json()
+    assert set(secret["data"]) == {"ca-signing.crt", "ca-signing.key"}
     config = installed.cp.request(
         "GET", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/mlflow-webhook"
     ).json()

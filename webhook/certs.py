@@ -1,5 +1,8 @@
-"""`mlflow-webhook certs ensure`: the webhook's CA and serving certificate, kept in a Secret, and
-the CA bundle in the webhook configuration. Renewal never breaks a request in flight:
+"""`mlflow-webhook certs ensure`: the webhook's CA and serving certificate, kept in Secrets, and
+the CA bundle in the webhook configuration. Two Secrets: the serving pair and the CA bundle
+(`mlflow-webhook-tls`, mounted by the webhook's pods) and the CA with its private key
+(`mlflow-webhook-ca`, read only by this keeper), so no webhook pod ever holds the key of a CA
+the API server trusts. Renewal never breaks a request in flight:
 
 - a new CA enters the bundle (old + new) in the webhook configuration before the Secret that
   serves a certificate signed by it is written, and the old CA stays in the bundle until it
@@ -33,6 +36,8 @@ TLS_CRT, TLS_KEY, BUNDLE, CA_CRT, CA_KEY = (
     "ca-signing.crt",
     "ca-signing.key",
 )
+SERVED = (TLS_CRT, TLS_KEY, BUNDLE)  # in the Secret the webhook mounts
+SIGNING = (CA_CRT, CA_KEY)  # in the keeper's own Secret
 
 
 @dataclass(frozen=True)
@@ -156,41 +161,65 @@ def ensure(
     policy: CertPolicy = CertPolicy(),
     rotate_ca: bool = False,
     extra_hosts: list[str] | None = None,
+    ca_secret: str = "mlflow-webhook-ca",
 ) -> str:
     """One run of the certificate keeper; returns what it did, in words."""
     api = _Api(api_client)
     hosts = hosts_for(service, namespace, extra_hosts)
-    secret_path = f"/api/v1/namespaces/{namespace}/secrets"
+    path = f"/api/v1/namespaces/{namespace}/secrets"
     for _ in range(10):
-        current = api.call("GET", f"{secret_path}/{secret}")
-        data = {k: base64.b64decode(v) for k, v in ((current or {}).get("data") or {}).items()}
+        served_obj = api.call("GET", f"{path}/{secret}")
+        signing_obj = api.call("GET", f"{path}/{ca_secret}")
+        served, signing = _data(served_obj), _data(signing_obj)
+        # An install from before the split kept the CA in the served Secret: take it from there.
+        data = {**{k: v for k, v in served.items() if k in SIGNING}, **served, **signing}
         new = plan(data, hosts, policy, rotate_ca)
-        _publish_bundle(api, webhook_configuration, (new or data)[BUNDLE])  # trust, then serve
-        if new is None:
-            return "certificates are up to date"
-        body = current or {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "kubernetes.io/tls",
-            "metadata": {"name": secret, "namespace": namespace},
-        }
-        body["data"] = {k: base64.b64encode(v).decode() for k, v in new.items()}
+        target = new or data
+        legacy = any(k in served for k in SIGNING)
         try:
-            if current is None:
-                api.call("POST", secret_path, body)
-            else:
-                api.call("PUT", f"{secret_path}/{secret}", body)  # carries resourceVersion
+            if {k: target[k] for k in SIGNING} != {k: signing.get(k) for k in SIGNING}:
+                signing_new = {k: target[k] for k in SIGNING}
+                _write(api, namespace, ca_secret, signing_obj, signing_new, "Opaque")
+            _publish_bundle(api, webhook_configuration, target[BUNDLE])  # trust, then serve
+            if new is None and not legacy:
+                return "certificates are up to date"
+            served_new = {k: target[k] for k in SERVED}
+            _write(api, namespace, secret, served_obj, served_new, "kubernetes.io/tls")
         except Conflict:
-            log.info("the Secret changed under us (another run); reading it again")
+            log.info("a Secret changed under us (another run); reading them again")
             rotate_ca = False  # the other run rotated, or will: do not rotate twice
             continue
+        if new is None:
+            return f"moved the CA's key from Secret {secret} to Secret {ca_secret}"
         leaf = x509.load_pem_x509_certificate(new[TLS_CRT])
         return (
             f"wrote a serving certificate for {hosts[0]} valid until "
             f"{leaf.not_valid_after_utc:%Y-%m-%d}; CA bundle has "
             f"{new[BUNDLE].count(b'BEGIN CERTIFICATE')} certificate(s)"
         )
-    raise RuntimeError(f"Secret {namespace}/{secret} kept changing; giving up")
+    raise RuntimeError(f"Secrets {namespace}/{secret} and {ca_secret} kept changing; giving up")
+
+
+def _data(obj: dict[str, Any] | None) -> Data:
+    return {k: base64.b64decode(v) for k, v in ((obj or {}).get("data") or {}).items()}
+
+
+def _write(
+    api: _Api, namespace: str, name: str, current: dict[str, Any] | None, data: Data, kind: str
+) -> None:
+    """Creates or replaces (with its resourceVersion: optimistic concurrency) a Secret's data."""
+    path = f"/api/v1/namespaces/{namespace}/secrets"
+    body = current or {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": kind,
+        "metadata": {"name": name, "namespace": namespace},
+    }
+    body["data"] = {k: base64.b64encode(v).decode() for k, v in data.items()}
+    if current is None:
+        api.call("POST", path, body)
+    else:
+        api.call("PUT", f"{path}/{name}", body)
 
 
 def _publish_bundle(api: _Api, name: str, bundle: bytes) -> None:

@@ -154,6 +154,7 @@ def _certs(args: argparse.Namespace) -> int:
             policy,
             rotate_ca=args.rotate_ca,
             extra_hosts=args.host,
+            ca_secret=args.ca_secret,
         )
     )
     return 0
@@ -273,7 +274,12 @@ def parser() -> argparse.ArgumentParser:
     ksub = k.add_subparsers(dest="action", required=True)
     e = ksub.add_parser("ensure", help="create or renew the CA and serving certificate")
     e.add_argument("--namespace", default="mlflow-webhook")
-    e.add_argument("--secret", default="mlflow-webhook-tls")
+    e.add_argument(
+        "--secret", default="mlflow-webhook-tls", help="serving pair and CA bundle (mounted)"
+    )
+    e.add_argument(
+        "--ca-secret", default="mlflow-webhook-ca", help="the CA and its key (the keeper's only)"
+    )
     e.add_argument("--service", default="mlflow-webhook")
     e.add_argument("--webhook-configuration", default="mlflow-webhook")
     e.add_argument("--kubeconfig", type=Path, help="default: in-cluster")
