@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonpatch
 import pytest
 import requests
 
@@ -54,8 +55,9 @@ def test_serves_the_example_review_over_verified_tls_with_keep_alive(
         ]
     assert all(a.status_code == 200 for a in answers)
     patch = json.loads(base64.b64decode(answers[0].json()["response"]["patch"]))
-    added = {op["value"]["name"] for op in patch if op["path"].endswith("/env/-")}
-    assert {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_PASSWORD"} <= added
+    patched = jsonpatch.apply_patch(REVIEW["request"]["object"], patch)
+    names = {e["name"] for e in patched["spec"]["containers"][0]["env"]}
+    assert {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_PASSWORD"} <= names
     metrics = requests.get(f"{url}/metrics", verify=certs / "ca.crt").text
     assert 'outcome="injected",pod_kind="notebook"' in metrics  # summed over the workers
 

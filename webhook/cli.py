@@ -264,7 +264,7 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--progress-every",
-        type=_ranged(float, 0.1, 86400),
+        type=_ranged(float, 0.01, 86400),
         default=10,
         help="seconds between progress lines during a copy (default 10)",
     )
