@@ -51,8 +51,13 @@ def resolve_env(container: dict[str, Any], objects: list[Manifest]) -> dict[str,
 def mounts(
     pod: dict[str, Any], container: dict[str, Any], folders: dict[str, Path]
 ) -> dict[str, Path]:
-    """mountPath -> host folder, given a host folder for each pod volume by name."""
-    return {m["mountPath"]: folders[m["name"]] for m in container.get("volumeMounts") or []}
+    """mountPath -> host folder, for the pod volumes given a host folder by name (others, such
+    as PrimeHub's downward-API `podinfo`, are not needed to copy a model)."""
+    return {
+        m["mountPath"]: folders[m["name"]]
+        for m in container.get("volumeMounts") or []
+        if m["name"] in folders
+    }
 
 
 def run_container(

@@ -13,6 +13,7 @@ import yaml
 from tests.cluster import Installed
 from tests.conftest import Stores
 from tests.podrun import mounts, run_container
+from tests.primehub import deployment_pod
 from tests.procs import wait_until
 from tests.registry import tree
 from webhook.config import Config
@@ -102,13 +103,15 @@ def run_and_check(
     tmp_path: Path,
     name: str,
     version: str,
+    volumes: tuple[str, str] = ("mlflow-model", "mlflow-group-volume"),
 ) -> None:
-    """Runs the pod's init container, then checks what its model container would read."""
+    """Runs the pod's init container, then checks what its model container would read.
+    `volumes`: the names of the model volume and of the group volume in the pod."""
     # The init container holds references only: no credential value is in the pod.
     assert stores.s3.env["AWS_SECRET_ACCESS_KEY"] not in yaml.safe_dump(mutated)
     model_dir = tmp_path / "emptydir"
     model_dir.mkdir()
-    folders = {"mlflow-model": model_dir, "mlflow-group-volume": stores.group_volume.parents[2]}
+    folders = {volumes[0]: model_dir, volumes[1]: stores.group_volume.parents[2]}
     result = run_container(mutated, INIT_CONTAINER, objects, folders, tmp_path / "termination")
     assert result.returncode == 0, result.stderr
 
@@ -153,3 +156,51 @@ spec:
     )
     stored = installed.created(pod, "e2e")
     run_and_check(stored, objects, stores, tmp_path, "fraud", "1")
+
+
+@pytest.mark.cluster
+def test_a_primehub_deployment_pod_gets_its_model_and_keeps_no_credential_value(
+    installed: Installed, stores: Stores, tmp_path: Path
+) -> None:
+    """A pod exactly as PrimeHub's controller builds it for `models:/fraud/1`, whose initializer
+    carries the group's MLflow settings as plain values (the S3 keys among them), created
+    through the API server: our copier replaces the initializer, the stored pod holds no
+    credential value, and the model lands in PrimeHub's own `model-storage`."""
+    namespace = "e2e-primehub"
+    objects = manifests(stores, namespace)
+    ns = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": namespace, "labels": {"mlflow.primehub.io/injection": "enabled"}},
+    }
+    result = installed.apply([ns, *objects])
+    assert result.returncode == 0, result.stderr
+    plain = [
+        {"name": "MLFLOW_TRACKING_URI", "value": stores.mlflow.url},
+        {"name": "MLFLOW_UI_URL", "value": stores.mlflow.url},
+        {"name": "MLFLOW_S3_ENDPOINT_URL", "value": stores.s3.url},
+        {"name": "AWS_ACCESS_KEY_ID", "value": stores.s3.env["AWS_ACCESS_KEY_ID"]},
+        {"name": "AWS_SECRET_ACCESS_KEY", "value": stores.s3.env["AWS_SECRET_ACCESS_KEY"]},
+    ]
+    pod = deployment_pod("phusers", "models:/fraud/1", plain, name="fraud")
+
+    def taken_over() -> bool:
+        reply = installed.create(pod, namespace, dry_run=True).json()
+        inits = reply.get("spec", {}).get("initContainers", [])
+        return [c["name"] for c in inits] == [INIT_CONTAINER]
+
+    wait_until(taken_over, 10, "the setting to reach the webhook")
+    stored = installed.created(pod, namespace)
+    assert stored["metadata"]["annotations"]["mlflow.primehub.io/injected"] == (
+        f"{namespace}/phusers"
+    )
+    (init,) = stored["spec"]["initContainers"]
+    assert {"name": "model-storage", "mountPath": "/mnt/models"} in init["volumeMounts"]
+    assert [v["name"] for v in stored["spec"]["volumes"]] == [
+        "podinfo",
+        "project-phusers",
+        "model-storage",
+    ]
+    run_and_check(
+        stored, objects, stores, tmp_path, "fraud", "1", ("model-storage", "project-phusers")
+    )

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.golden import CASES, golden_index, load_case
+from tests.primehub import deployment_pod
 from webhook.config import Config
 from webhook.mutation import decide
 
@@ -58,3 +59,20 @@ def test_reinvocation_changes_nothing(path: Path) -> None:
     second = decide(first.pod, case["namespace"], INDEX, CONFIG)
     assert second.patch == []
     assert second.allowed
+
+
+PRIMEHUB = [p for p in CASES if "primehub" in load_case(p)]
+
+
+@pytest.mark.parametrize("path", PRIMEHUB, ids=[p.stem for p in PRIMEHUB])
+def test_primehub_cases_hold_the_pods_primehubs_controller_builds(path: Path) -> None:
+    """The golden PrimeHub pods are what tests/primehub.py (read from the controller) builds."""
+    case = load_case(path)
+    ph = case["primehub"]
+    pod = deployment_pod(ph["group"], ph["modelURI"], ph["mlflowEnv"])
+    annotations = case["pod"]["metadata"]["annotations"]
+    if "mlflow.primehub.io/model-uri" in annotations:
+        pod["metadata"]["annotations"]["mlflow.primehub.io/model-uri"] = annotations[
+            "mlflow.primehub.io/model-uri"
+        ]
+    assert case["pod"] == pod
