@@ -1,4 +1,4 @@
-"""`mlflow-webhook`: serve, preview, copy-artifacts, certs."""
+"""`mlflow-webhook`: serve, preview, copy-artifacts, import-primehub, certs."""
 
 from __future__ import annotations
 
@@ -138,6 +138,36 @@ def _copy_artifacts(args: argparse.Namespace) -> int:
     )
 
 
+def _import_primehub(args: argparse.Namespace) -> int:
+    from webhook.primehub import PrimeHubError, convert, fetch
+
+    try:
+        if args.from_file is not None:
+            try:
+                answer = json.loads(args.from_file.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as e:
+                raise CliError(f"{args.from_file}: {getattr(e, 'strerror', None) or e}") from None
+        else:
+            token = os.environ.get("PRIMEHUB_GRAPHQL_TOKEN", "")
+            if args.token_file is not None:
+                try:
+                    token = args.token_file.read_text(encoding="utf-8").strip()
+                except (OSError, UnicodeDecodeError) as e:
+                    why = getattr(e, "strerror", None) or e
+                    raise CliError(f"--token-file {args.token_file}: {why}") from None
+            if not token:
+                raise CliError("give --token-file or PRIMEHUB_GRAPHQL_TOKEN (PrimeHub's secret)")
+            answer = fetch(args.graphql_url, token)
+        imported = convert(answer, args.namespace)
+    except PrimeHubError as e:
+        raise CliError(str(e)) from None
+    for note in imported.notes:
+        print(f"import-primehub: {note}", file=sys.stderr)
+    if imported.objects:
+        yaml.safe_dump_all(imported.objects, sys.stdout, sort_keys=False)
+    return 0
+
+
 def _certs(args: argparse.Namespace) -> int:
     from webhook.certs import CertPolicy, ensure
     from webhook.serve import kube_client
@@ -269,6 +299,21 @@ def parser() -> argparse.ArgumentParser:
         help="seconds between progress lines during a copy (default 10)",
     )
     c.set_defaults(func=_copy_artifacts)
+
+    i = sub.add_parser(
+        "import-primehub",
+        help="write MLflowSettings and Secrets from a PrimeHub installation's group settings",
+    )
+    source = i.add_mutually_exclusive_group(required=True)
+    source.add_argument("--graphql-url", help="PrimeHub's GraphQL endpoint")
+    source.add_argument("--from-file", type=Path, help="a saved GraphQL answer (JSON)")
+    i.add_argument(
+        "--token-file",
+        type=Path,
+        help="PrimeHub's GraphQL secret (default: $PRIMEHUB_GRAPHQL_TOKEN)",
+    )
+    i.add_argument("--namespace", default="hub", help="where the objects go (default hub)")
+    i.set_defaults(func=_import_primehub)
 
     k = sub.add_parser("certs", help="keep the webhook's certificates (self-managed install)")
     ksub = k.add_subparsers(dest="action", required=True)
