@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -85,21 +84,25 @@ def test_local_artifact_root_on_the_group_volume(stores: Stores, tmp_path: Path)
 
 
 def test_a_group_volume_that_is_not_mounted_is_named(stores: Stores, tmp_path: Path) -> None:
-    version = register(
-        stores.mlflow.url, "group", None, "lost", make_model_dir(tmp_path / "src", 11)
-    )
+    """The registry holds a path on the group volume (an MLflow App's artifact root), and this
+    container has no volume there: the message names the path and the mount it needs."""
     from mlflow import MlflowClient
 
-    source = MlflowClient(tracking_uri=stores.mlflow.url).get_model_version_download_uri(
-        "lost", version
+    client = MlflowClient(tracking_uri=stores.mlflow.url)
+    root = "/project/ghost-team/phapplications/app1/mlruns"  # no such mount on this machine
+    exp = client.create_experiment(f"ghost-{tmp_path.name}", artifact_location=root)
+    run = client.create_run(exp)
+    client.create_registered_model(f"ghost-{tmp_path.name}")
+    mv = client.create_model_version(
+        f"ghost-{tmp_path.name}", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
     )
-    shutil.rmtree(source)  # as if the group volume were not mounted in this pod
-    result, term = copy(f"models:/lost/{version}", tmp_path / "m", stores.mlflow.env)
+    result, term = copy(
+        f"models:/ghost-{tmp_path.name}/{mv.version}", tmp_path / "m", stores.mlflow.env
+    )
     assert result.returncode == 3
-    assert (
-        f'there are no artifacts for version {version} of model "lost" at {source}; '
-        "is the group volume mounted there?" in term
-    )
+    assert f"are at {run.info.artifact_uri}/model, which no volume mounted in this" in term
+    assert "mount the volume that has them at /project/ghost-team" in term
+    assert "artifactVolume {groupVolume: true}" in term
 
 
 def test_s3_compatible_store(stores: Stores, tmp_path: Path) -> None:

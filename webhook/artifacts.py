@@ -268,16 +268,47 @@ def _local_source(source: str) -> Path | None:
     return None
 
 
+def _mount_points() -> list[str]:
+    """Where this container has something mounted (the kernel's own table)."""
+    points = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            fields = line.split(" ")
+            if len(fields) > 4:  # octal escapes (\040 for a space) as the kernel writes them
+                points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4]))
+    return points
+
+
+def _missing_local(source: str, local: Path, uri: ModelUri) -> CopyError:
+    """Why a plain-path source is not there, naming the mount it needs when none holds it."""
+    path = str(local)
+    holder = max(
+        (p for p in _mount_points() if path == p or path.startswith(p.rstrip("/") + "/")),
+        key=len,
+        default="/",
+    )
+    if holder == "/":
+        needed = "/" + "/".join(local.parts[1:3])  # /project/<g> for PrimeHub's group volume
+        return CopyError(
+            Exit.NOT_FOUND,
+            f"the artifacts of {uri.describe()} are at {source}, which no volume mounted in "
+            f"this container holds: mount the volume that has them at {needed} (for "
+            "PrimeHub's group volume: artifactVolume {groupVolume: true} in the group's "
+            "MLflowSetting)",
+        )
+    return CopyError(
+        Exit.NOT_FOUND,
+        f"there are no artifacts for {uri.describe()} at {source}: the volume mounted at "
+        f"{holder} does not hold them",
+    )
+
+
 def _fetch(source: str, staging: Path, uri: ModelUri) -> Path:
     """Downloads the version's artifacts into `staging`; returns the downloaded folder."""
     local = _local_source(source)
     if local is not None:
         if not local.exists() or (local.is_dir() and not any(local.iterdir())):
-            raise CopyError(
-                Exit.NOT_FOUND,
-                f"there are no artifacts for {uri.describe()} at "
-                f"{source}; is the group volume mounted there?",
-            )
+            raise _missing_local(source, local, uri)
         target = staging / local.name
         # Per file the kernel's copy (sendfile), as fast as `cp -r`; MLflow's local download
         # (a thread pool of copy2 over a listing) takes about twice as long.
