@@ -194,6 +194,7 @@ def hostile_clients(port: int, ca_file: Path, each: int = 64) -> Iterator[list[s
 
     def tls(send: bytes = b"") -> None:
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        raw.settimeout(1)  # a starved server does not answer: do not wait for it
         try:
             sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
         except OSError:  # a server they already starved: this one is held as a bare connect

@@ -22,12 +22,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.cluster import EXAMPLES, ROOT, Installed, pod_file
+from tests.primehub import deployment_pod
 from tests.procs import free_port, wait_until
+from tests.scenarios import scenario_pod
 from tests.settings_table import SECRET, TABLE
 from tests.settings_table import setting as table_setting
+from webhook.config import Config
+from webhook.pods import route
 from webhook.settings.crd import render
 from webhook.settings.model import SettingError, parse_setting
 from webhook.tls import make_ca, make_serving_cert, write_atomic
+from webhook.webhookconfig import webhook_configuration
 
 pytestmark = pytest.mark.cluster
 
@@ -462,15 +467,105 @@ def test_with_the_webhook_down_notebooks_start_and_deployments_are_refused(
         )
         deployment = installed.create(pod_file("deployment", unique=True), dry_run=True)
         assert deployment.status_code == 500
-        assert (
-            'failed calling webhook "deployments.mlflow.primehub.io"'
-            in deployment.json()["message"]
-        )
+        assert 'failed calling webhook "models.mlflow.primehub.io"' in deployment.json()["message"]
     finally:
         installed.webhook.start(installed.ca_file)
     assert installed.create(pod_file("deployment", unique=True), dry_run=True).status_code == 201
     notebook = installed.create(pod_file("notebook", unique=True), dry_run=True).json()
     assert "mlflow.primehub.io/injected" in notebook["metadata"]["annotations"]
+
+
+ROUTED_PODS: list[tuple[str, dict[str, Any]]] = [
+    ("notebook", pod_file("notebook")),
+    ("job", pod_file("job")),
+    ("annotated deployment", pod_file("deployment")),
+    ("primehub models:/", deployment_pod("phusers", "models:/iris/3", [])),
+    ("primehub s3://", deployment_pod("phusers", "s3://models/iris", [])),
+    ("primehub phfs://", deployment_pod("phusers", "phfs:///models/iris", [])),
+    (
+        "opted-in pod with a model",
+        {
+            "metadata": {
+                "labels": {"mlflow.primehub.io/group": "Data_Science"},
+                "annotations": {"mlflow.primehub.io/model-uri": "models:/m/1"},
+            },
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+        },
+    ),
+    (
+        "opted-in pod",
+        {
+            "metadata": {"labels": {"mlflow.primehub.io/group": "Data_Science"}},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+        },
+    ),
+    (
+        "mlflow app",
+        {
+            "metadata": {"labels": {"app": "primehub-app", "primehub.io/group": "escaped-phusers"}},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+        },
+    ),
+    (
+        "opted out deployment",
+        {
+            "metadata": {
+                "labels": {"app": "primehub-deployment", "primehub.io/group": "escaped-phusers"},
+                "annotations": {
+                    "mlflow.primehub.io/model-uri": "models:/m/1",
+                    "mlflow.primehub.io/inject": "FALSE",
+                },
+            },
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+        },
+    ),
+    (
+        "no group",
+        {
+            "metadata": {"labels": {"app": "x"}},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+        },
+    ),
+]
+
+
+def test_the_api_server_routes_pods_as_the_webhook_would(installed: Installed) -> None:
+    """The generated configuration's CEL routes each pod to the entry `pods.route` names: a
+    copy for one namespace, pointed at an address where nothing listens and with Fail on both
+    entries, makes the API server name the entry it chose in its error (or admit the pod when it
+    sends it nowhere)."""
+    namespace = "routing"
+    config = webhook_configuration(Config())
+    config["metadata"]["name"] = "mlflow-webhook-routing"
+    for hook in config["webhooks"]:
+        hook["failurePolicy"] = "Fail"
+        hook["clientConfig"] = {"url": f"https://127.0.0.1:{free_port()}/mutate"}
+        hook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    assert installed.apply([ns, config]).returncode == 0
+    try:
+        wait_until(
+            lambda: (
+                installed.create(scenario_pod("notebook", namespace), namespace, True).status_code
+                == 500
+            ),
+            30,
+            "the routing configuration",
+        )
+        for what, pod in ROUTED_PODS:
+            pod = {**pod, "metadata": {**pod["metadata"], "generateName": "routed-"}}
+            pod["metadata"].pop("name", None)
+            pod["metadata"].pop("namespace", None)
+            reply = installed.create(pod, namespace, dry_run=True)
+            expected = route(pod, Config())
+            if expected is None:
+                assert reply.status_code == 201, (what, reply.text)
+            else:
+                assert f'failed calling webhook "{expected.value}.mlflow.primehub.io"' in (
+                    reply.json().get("message", "")
+                ), (what, expected, reply.text)
+    finally:
+        installed.cp.kubectl("delete", "mutatingwebhookconfiguration", "mlflow-webhook-routing")
 
 
 def test_kubectl_server_dry_run_shows_the_mutation(installed: Installed) -> None:

@@ -110,3 +110,17 @@ def test_mistakes_are_errors_that_name_the_key(tmp_path: Path, text: str, words:
     with pytest.raises(ConfigError) as e:
         load_config(config_file(tmp_path, text))
     assert words in str(e.value)
+
+
+def test_the_manifests_follow_the_configuration() -> None:
+    """One source for the pod rules: the ConfigMap shows config.py's defaults, and the webhook
+    configuration is generated from them."""
+    from webhook.config import Config, parse_config
+    from webhook.webhookconfig import render
+
+    manifests = Path(__file__).parent.parent / "manifests" / "base"
+    configmap = yaml.safe_load((manifests / "config.yaml").read_text())
+    assert parse_config(yaml.safe_load(configmap["data"]["config.yaml"])) == Config()
+    assert (manifests / "webhook.yaml").read_text() == render(Config()), (
+        "run: python -m webhook.webhookconfig > manifests/base/webhook.yaml"
+    )

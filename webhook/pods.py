@@ -74,6 +74,28 @@ def kind_of(pod: dict[str, Any], config: Config) -> PodKind:
     return PodKind.NONE
 
 
+class Route(StrEnum):
+    """The entry of the webhook configuration a pod is sent to (webhookconfig.py)."""
+
+    MODEL = "models"  # failurePolicy Fail: it needs a model copied in
+    POD = "pods"  # failurePolicy Ignore
+
+
+def route(pod: dict[str, Any], config: Config) -> Route | None:
+    """Where the API server sends the pod, or None when it is not sent at all: the same rule
+    as the CEL matchConditions of the webhook configuration (a test holds them equal)."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    if str(annotations.get(ANNOTATION_INJECT, "")).lower() == "false":
+        return None
+    if _matches(labels, config.pod_kinds.exclude):
+        return None
+    if config.escaped_group_label not in labels and config.group_label not in labels:
+        return None
+    return Route.MODEL if wants_model(pod) else Route.POD
+
+
 def classify(pod: dict[str, Any], config: Config) -> Target | None:
     """The pod's kind and group, or None when the webhook must leave it alone (no warning)."""
     meta = pod.get("metadata") or {}
