@@ -121,7 +121,11 @@ def main() -> None:
                     ("copy s3", [*cmd, "models:/bench-s3/1", str(tmp / "out")]),
                     (
                         "imports",
-                        [sys.executable, "-c", "import webhook.artifacts, mlflow.artifacts, boto3"],
+                        [
+                            sys.executable,
+                            "-c",
+                            "import webhook.copier.command, mlflow.artifacts, boto3",
+                        ],
                     ),
                 ):
                     seconds, log = timed(args, env)

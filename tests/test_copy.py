@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Stores
-from tests.procs import wait_until
+from tests.procs import free_port, wait_until
 from tests.registry import make_model_dir, register, tree
 from tests.servers import launch_mlflow, wait_mlflow
 
@@ -178,7 +178,7 @@ def test_server_down_fails_after_retries(tmp_path: Path) -> None:
             tmp_path / "m",
             {"MLFLOW_TRACKING_URI": f"http://user:pw-in-url@127.0.0.1:{port}"},
             "--timeout",
-            "3",
+            "10",  # the first attempt includes importing MLflow's client: room for a retry
         )
     assert result.returncode == 6
     assert 'could not resolve version 1 of model "m" after' in term
@@ -300,3 +300,88 @@ def test_restarts_finish_at_once_or_start_over(stores: Stores, tmp_path: Path) -
 def test_usage_errors(tmp_path: Path, uri: str, env: dict[str, str], code: int, words: str) -> None:
     result, term = copy(uri, tmp_path / "m", env)
     assert result.returncode == code and words in term
+
+
+def test_an_mlflow3_logged_model_is_copied(stores: Stores, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=stores.mlflow.url)
+    exp = client.create_experiment(f"logged-{tmp_path.name}")
+    logged = client.create_logged_model(exp, name="agent")
+    model = make_model_dir(tmp_path / "src", 21)
+    client.log_model_artifacts(logged.model_id, str(model))
+    result, _ = copy(f"models:/{logged.model_id}", tmp_path / "m", stores.mlflow.env)
+    assert result.returncode == 0, result.stderr
+    assert tree(tmp_path / "m") == tree(model)
+    missing, term = copy("models:/m-0123456789abcdef", tmp_path / "n", stores.mlflow.env)
+    assert missing.returncode == 3
+    assert 'logged model "m-0123456789abcdef" does not exist' in term
+
+
+def test_a_tracking_uri_that_is_no_url_is_a_usage_error(tmp_path: Path) -> None:
+    result, term = copy("models:/m/1", tmp_path / "m", {"MLFLOW_TRACKING_URI": "not a url:p4ss@x"})
+    assert result.returncode == 2
+    assert "MLFLOW_TRACKING_URI is not a tracking server's URL" in term
+    assert "p4ss" not in term + result.stderr
+
+
+def test_a_complete_pinned_version_needs_no_registry_at_restart(
+    stores: Stores, tmp_path: Path
+) -> None:
+    dest = tmp_path / "m"
+    first, _ = copy("models:/churn%20model/2", dest, stores.mlflow.env)
+    assert first.returncode == 0, first.stderr
+    # The init container restarts (the pod was evicted and came back) while the registry is away.
+    away = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    again, _ = copy("models:/churn%20model/2", dest, away, "--timeout", "2")
+    assert again.returncode == 0, again.stderr
+    assert "already complete" in again.stderr
+    assert tree(dest) == expected(stores, "churn model", "2")
+    # An alias may point elsewhere by now: that one is asked again, and cannot be answered.
+    moved, _ = copy("models:/churn%20model@champion", dest, away, "--timeout", "2")
+    assert moved.returncode == 6
+
+
+@pytest.mark.parametrize(
+    ("server", "path", "code"),
+    [("mlflow", "missing/file", 3), ("auth", "any/file", 4)],
+)
+def test_http_errors_of_the_artifact_proxy_are_classified(
+    stores: Stores, server: str, path: str, code: int
+) -> None:
+    """Real answers of the tracking server's artifact proxy (mlflow-artifacts:), as MLflow's
+    client raises them: 404 is "not found", 401 is "refused", neither is retried."""
+    import requests
+
+    from webhook.copier.errors import CopyError, classify
+    from webhook.modeluri import parse_model_uri
+
+    url = getattr(stores, server).url
+    reply = requests.get(f"{url}/api/2.0/mlflow-artifacts/artifacts/{path}", timeout=10)
+    with pytest.raises(requests.HTTPError) as raised:
+        reply.raise_for_status()
+    error = classify(
+        raised.value, parse_model_uri("models:/m/1"), "mlflow-artifacts:/x", "download"
+    )
+    assert isinstance(error, CopyError) and error.code == code
+
+
+def test_telemetry_is_off(tmp_path: Path) -> None:
+    """Clusters are often offline: MLflow's client must not call home."""
+    code = (
+        "import os\n"
+        "from pathlib import Path\n"
+        "from webhook.copier.command import copy_model\n"
+        "from webhook.modeluri import parse_model_uri\n"
+        "try:\n"
+        f"    copy_model(parse_model_uri('models:/m/1'), Path({str(tmp_path / 'm')!r}), 1)\n"
+        "except Exception:\n"
+        "    pass\n"
+        "from mlflow.telemetry.utils import is_telemetry_disabled\n"
+        "print(is_telemetry_disabled())\n"
+    )
+    env = clean_env(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.strip().splitlines()[-1] == "True", out.stderr

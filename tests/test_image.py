@@ -54,5 +54,5 @@ def test_the_console_script_starts_with_what_both_roles_import() -> None:
             [sys.executable, "-m", "webhook", *args], capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0, result.stderr
-    imports = "import webhook.serve, webhook.artifacts, mlflow.artifacts, boto3"
+    imports = "import webhook.serve, webhook.copier.command, mlflow.artifacts, boto3"
     assert subprocess.run([sys.executable, "-c", imports], timeout=120).returncode == 0

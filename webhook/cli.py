@@ -131,7 +131,7 @@ def _read_pod(path: Path) -> dict[str, Any]:
 
 
 def _copy_artifacts(args: argparse.Namespace) -> int:
-    from webhook.artifacts import run
+    from webhook.copier.command import run
 
     return run(
         args.model_uri, args.dest, args.timeout, args.termination_message_path, args.progress_every

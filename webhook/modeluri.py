@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 _VERSION = re.compile(r"^[0-9]+$")
+_MODEL_ID = re.compile(r"^m-[0-9a-f]{1,64}$")  # MLflow 3 logged models: m-<hex id>
 _STAGES = {"none": "None", "staging": "Staging", "production": "Production", "archived": "Archived"}
 
 
@@ -16,21 +17,32 @@ class ModelUriError(ValueError):
 
 @dataclass(frozen=True)
 class ModelUri:
-    """One of: version ("7"), alias ("champion"), stage ("Production"), or latest."""
+    """One of: version ("7"), alias ("champion"), stage ("Production"), latest, or an MLflow 3
+    logged model (`models:/m-<id>`: `name` is empty, `model_id` set)."""
 
     name: str
     version: str | None = None
     alias: str | None = None
     stage: str | None = None  # "latest" means the newest version in any stage
+    model_id: str | None = None
+
+    @property
+    def pinned(self) -> bool:
+        """It always means the same files (a version number, a logged model)."""
+        return self.version is not None or self.model_id is not None
 
     def __str__(self) -> str:
         """The canonical form MLflow's client takes (name decoded, path-safe quoting)."""
+        if self.model_id is not None:
+            return f"models:/{self.model_id}"
         name = quote(self.name, safe=" ")
         if self.alias is not None:
             return f"models:/{name}@{self.alias}"
         return f"models:/{name}/{self.version or self.stage}"
 
     def describe(self) -> str:
+        if self.model_id is not None:
+            return f'logged model "{self.model_id}"'
         if self.version is not None:
             return f'version {self.version} of model "{self.name}"'
         if self.alias is not None:
@@ -46,8 +58,8 @@ def _show(text: str) -> str:
 
 
 def parse_model_uri(text: str) -> ModelUri:
-    """Accepts models:/<name>/<version|stage|latest> and models:/<name>@<alias>, names URL-encoded
-    or not (PrimeHub encodes them)."""
+    """Accepts models:/<name>/<version|stage|latest>, models:/<name>@<alias> (names URL-encoded
+    or not: PrimeHub encodes them) and models:/m-<id> (an MLflow 3 logged model)."""
     text = text.strip()
     if not text.startswith("models:/"):
         raise ModelUriError(f"{_show(text)} is not a models:/ URI")
@@ -73,7 +85,9 @@ def parse_model_uri(text: str) -> ModelUri:
     raw_name, at, alias = rest.rpartition("@")
     if at and raw_name and alias:
         return ModelUri(unquote(raw_name), alias=unquote(alias))
+    if not at and _MODEL_ID.match(rest):  # as MLflow reads a single segment: a logged model
+        return ModelUri("", model_id=rest)
     raise ModelUriError(
-        f"{_show(text)}: expected models:/<name>/<version>, models:/<name>@<alias> "
-        "or models:/<name>/<stage>"
+        f"{_show(text)}: expected models:/<name>/<version>, models:/<name>@<alias>, "
+        "models:/<name>/<stage> or models:/m-<logged model id>"
     )

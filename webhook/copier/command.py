@@ -1,0 +1,173 @@
+"""`mlflow-webhook copy-artifacts`: put one registered model version (or logged model) into a
+folder, or fail loudly: resolve with MLflow's client, fetch into a staging folder, move into
+place, mark complete; exit codes and a termination message by cause (errors.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from webhook.copier.errors import CopyError, Exit, redact
+from webhook.copier.fetch import Progress, fetch, human, tree_size
+from webhook.copier.resolve import Resolved, resolve
+from webhook.copier.retry import with_retries
+from webhook.copier.staging import JOURNAL, STAGING, clear, mark_complete, prepare
+from webhook.modeluri import ModelUri, ModelUriError, parse_model_uri
+from webhook.settings import rules
+
+log = logging.getLogger("webhook.copy")
+DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
+# What MLflow's client can talk to: a tracking server, Databricks (never a local store here).
+_REACHABLE_URI = r"^(https?://[^/\s]+(/\S*)?|databricks(://\S+)?)$"
+
+
+def copy_model(uri: ModelUri, dest: Path, timeout: float, progress_every: float = 10.0) -> Resolved:
+    """Resolves and copies; returns what was copied. Raises CopyError with the exit code."""
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not tracking_uri:
+        raise CopyError(
+            Exit.USAGE,
+            "MLFLOW_TRACKING_URI is not set: the group has no MLflow setting in this pod",
+        )
+    if not rules.matches(_REACHABLE_URI, tracking_uri):
+        raise CopyError(
+            Exit.USAGE,
+            "MLFLOW_TRACKING_URI is not a tracking server's URL (http(s)://host or "
+            "databricks): check trackingUri in the group's MLflowSetting",
+        )
+    # Our own retries (with a deadline) replace MLflow's long default ones; clusters are often
+    # offline, and nothing but the tracking server and the artifact store is ever called.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    os.environ["DO_NOT_TRACK"] = "true"
+    start = time.monotonic()
+    deadline = start + timeout
+    existing = prepare(dest)
+    if (
+        existing
+        and uri.pinned
+        and [existing.get(k) for k in ("name", "version")]
+        == [
+            uri.model_id or uri.name,
+            uri.version or "",
+        ]
+    ):
+        # A version (or logged model) never changes: what is here is it, registry or not.
+        log.info("%s is already complete in %s", uri.describe(), dest)
+        return Resolved(existing["name"], existing["version"], str(existing.get("source", "")))
+    registry = redact(os.environ.get("MLFLOW_REGISTRY_URI") or os.environ["MLFLOW_TRACKING_URI"])
+    found: Resolved = with_retries(uri, deadline, "resolve", lambda: resolve(uri), registry)
+    log.info(
+        "resolved %s to version %s at %s in %.2f s",
+        uri,
+        found.version,
+        redact(found.source),
+        time.monotonic() - start,
+    )
+    if existing and [existing.get(k) for k in ("name", "version", "source")] == [
+        found.name,
+        found.version,
+        found.source,
+    ]:
+        log.info(
+            "version %s of model %r is already complete in %s", found.version, found.name, dest
+        )
+        return found
+    copy_start = time.monotonic()
+    clear(dest)
+    (dest / JOURNAL).touch()
+    staging = dest / STAGING
+    try:
+
+        def download() -> Path:
+            if staging.exists():
+                shutil.rmtree(staging)
+            staging.mkdir()
+            return fetch(found.source, staging, uri)
+
+        with Progress(staging, progress_every):
+            local = with_retries(uri, deadline, "download", download, redact(found.source))
+        if local.is_dir():
+            for entry in local.iterdir():
+                entry.rename(dest / entry.name)
+        else:
+            local.rename(dest / local.name)
+        shutil.rmtree(staging)
+        (dest / JOURNAL).unlink()
+        files, size = tree_size(dest)
+        record = {
+            "name": found.name,
+            "version": found.version,
+            "source": found.source,
+            "files": files,
+            "bytes": size,
+        }
+        mark_complete(dest, record)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            clear(dest)  # nothing that looks like a model is left behind
+        raise
+    now = time.monotonic()
+    log.info(
+        "copied version %s of model %r from %s: %d files, %s in %.2f s (%s/s); total %.2f s",
+        found.version,
+        found.name,
+        redact(found.source),
+        files,
+        human(size),
+        now - copy_start,
+        human(size / max(now - copy_start, 1e-9)),
+        now - start,
+    )
+    return found
+
+
+def _write_termination_message(path: Path | None, sentence: str) -> None:
+    target = path or DEFAULT_TERMINATION_LOG
+    if path is None and not target.exists():
+        return  # not in a pod
+    with contextlib.suppress(OSError):
+        target.write_text(sentence + "\n")
+
+
+def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # so the copy cleans up what it staged
+
+
+def run(
+    model_uri: str,
+    dest: Path,
+    timeout: float,
+    termination_path: Path | None,
+    progress_every: float = 10.0,
+) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    for noisy in ("mlflow", "botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        copy_model(parse_model_uri(model_uri), dest, timeout, progress_every)
+        return Exit.OK
+    except ModelUriError as e:
+        error = CopyError(Exit.USAGE, str(e))
+    except CopyError as e:
+        error = e
+    except KeyboardInterrupt:
+        error = CopyError(Exit.FAILED, "the copy was interrupted; nothing was left in place")
+    except Exception as e:  # a bug or an error nobody classified: still one plain sentence
+        log.debug("unexpected error", exc_info=True)
+        error = CopyError(Exit.FAILED, f"copying {model_uri} failed: {type(e).__name__}: {e}")
+    sentence = redact(str(error))
+    log.error("%s", sentence)
+    _write_termination_message(termination_path, sentence)
+    return error.code

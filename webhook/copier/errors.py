@@ -1,0 +1,132 @@
+"""How copy-artifacts fails: exit codes by cause, one plain sentence each, never a secret, and
+which client errors are worth another try (by status, not by text)."""
+
+from __future__ import annotations
+
+import re
+from enum import IntEnum
+
+from webhook.modeluri import ModelUri
+
+
+class Exit(IntEnum):
+    OK = 0
+    FAILED = 1  # anything unexpected
+    USAGE = 2  # bad model URI, no usable MLFLOW_TRACKING_URI
+    NOT_FOUND = 3  # model, version, alias or stage or its artifacts do not exist
+    AUTH = 4  # 401/403 from the registry or the artifact store
+    DESTINATION = 5  # the destination is not writable, or holds files that are not ours
+    UNAVAILABLE = 6  # transient failures (refused, 5xx, timeouts) outlasted the time limit
+
+
+class CopyError(Exception):
+    def __init__(self, code: Exit, sentence: str) -> None:
+        super().__init__(sentence)
+        self.code = code
+
+
+class Transient(Exception):
+    """Worth another try: connection refused, 5xx, timeouts."""
+
+
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """No credentials in output: drop user:password@ from any URL in the text."""
+    return _USERINFO.sub("***@", text)
+
+
+def classify(error: BaseException, uri: ModelUri, where: str, what: str) -> Exception:
+    """Maps a client error to a final CopyError or a Transient one, by status, not by text."""
+    import requests
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+    from mlflow.exceptions import MlflowException
+
+    text = redact(str(error)).splitlines()[0][:500] if str(error) else type(error).__name__
+    if isinstance(error, MlflowException):
+        code = error.error_code
+        if code == "INTERNAL_ERROR" and "downloading one or more artifacts" in str(error):
+            # MLflow folds per-file store errors into text; the status is all that is left.
+            codes = re.findall(r"An error occurred \((\w+)\)", str(error))
+            if any(s in ("403", "401", "AccessDenied", "InvalidAccessKeyId") for s in codes):
+                code = "PERMISSION_DENIED"
+            elif any(s in ("404", "NoSuchKey", "NoSuchBucket") for s in codes):
+                code = "RESOURCE_DOES_NOT_EXIST"
+        if code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "CUSTOMER_UNAUTHORIZED"):
+            if what == "resolve" or where.startswith("mlflow-artifacts:"):
+                return CopyError(
+                    Exit.AUTH,
+                    f"the group's MLflow server refused access ({where}): "
+                    "check the tracking credentials",
+                )
+            return CopyError(
+                Exit.AUTH,
+                f"the artifact store refused access to {where}: check the artifact credentials",
+            )
+        if code in (
+            "RESOURCE_DOES_NOT_EXIST",
+            "NOT_FOUND",
+            "INVALID_PARAMETER_VALUE",
+            "ENDPOINT_NOT_FOUND",
+            "BAD_REQUEST",
+            "INVALID_STATE",
+        ):
+            return CopyError(Exit.NOT_FOUND, f"{uri.describe()} was not found: {text}")
+        return Transient(text)
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        s3code = error.response.get("Error", {}).get("Code", "")
+        if status in (401, 403) or s3code in (
+            "AccessDenied",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+        ):
+            return CopyError(
+                Exit.AUTH,
+                f"the artifact store refused access to {where} ({s3code}): "
+                "check the artifact credentials",
+            )
+        if status == 404 or s3code in ("NoSuchKey", "NoSuchBucket", "404"):
+            return CopyError(
+                Exit.NOT_FOUND,
+                f"the artifacts of {uri.describe()} are missing from {where} ({s3code})",
+            )
+        return Transient(text)
+    if isinstance(error, requests.HTTPError) and error.response is not None:
+        # mlflow-artifacts: listings and downloads go through the tracking server over HTTP.
+        status = error.response.status_code
+        if status in (401, 403):
+            return CopyError(
+                Exit.AUTH,
+                f"the group's MLflow server refused access to the artifacts at {where} "
+                f"(HTTP {status}): check the tracking credentials",
+            )
+        if status == 404:
+            return CopyError(
+                Exit.NOT_FOUND, f"the artifacts of {uri.describe()} are missing from {where}"
+            )
+        if status >= 500 or status == 429:
+            return Transient(text)
+        return CopyError(
+            Exit.FAILED, f"copying {uri.describe()} failed: HTTP {status} from {where}"
+        )
+    if isinstance(error, requests.ConnectionError | requests.Timeout):
+        return Transient(text)
+    if isinstance(error, NoCredentialsError):
+        return CopyError(
+            Exit.AUTH,
+            f"no credentials for the artifact store at {where}: "
+            "check the artifact env of the group's setting",
+        )
+    if isinstance(error, EndpointConnectionError | ConnectionError | TimeoutError):
+        return Transient(text)
+    if isinstance(error, FileNotFoundError):
+        return CopyError(
+            Exit.NOT_FOUND,
+            f"the artifacts of {uri.describe()} are not at {where}; "
+            "if they are on the group volume, is it mounted there?",
+        )
+    if isinstance(error, PermissionError):
+        return CopyError(Exit.AUTH, f"no permission to read the artifacts at {where}")
+    return CopyError(Exit.FAILED, f"copying {uri.describe()} failed: {text}")
