@@ -6,7 +6,8 @@ Scenarios, each in its own namespace with its own webhook configuration:
   worker-exit  one replica; its workers killed with TERM, ABRT and KILL in turn
   cold-start   --settings MLflowSettings in the cluster; the replica restarted, and later a worker
                killed, while pods keep coming
-  slow-clients 64 each of idle TCP, idle TLS, endless headers and half bodies held open
+  slow-clients 64 each of idle TCP, idle TLS, endless headers and half bodies held open for
+               --hold seconds
   rollout      two replicas behind HAProxy (a Service), restarted one after the other
 
     python -m bench.faults [--settings 10000] [--pods 300] [--webhook-src DIR]
@@ -25,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -45,8 +47,10 @@ from webhook.tls import make_ca, make_serving_cert
 
 
 class Bench:
-    def __init__(self, cp: ControlPlane, tmp: Path, src: Path | None, pods: int) -> None:
-        self.cp, self.tmp, self.src, self.pods = cp, tmp, src, pods
+    def __init__(
+        self, cp: ControlPlane, tmp: Path, src: Path | None, pods: int, hold: float
+    ) -> None:
+        self.cp, self.tmp, self.src, self.pods, self.hold = cp, tmp, src, pods, hold
         self.certs = tmp / "certs"
         self.certs.mkdir()
         ca = make_ca("bench-ca")
@@ -135,7 +139,7 @@ class Bench:
             ):
                 wait_for_pods(tally, self.pods)
                 with hostile_clients(webhook.port, self.ca(), each=64):
-                    wait_for_pods(tally, self.pods, timeout=300)
+                    time.sleep(self.hold)  # a fixed time with them attached: old and new alike
         finally:
             webhook.stop()
         return tally
@@ -170,6 +174,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--settings", type=int, default=10_000, help="settings for cold-start")
     p.add_argument("--pods", type=int, default=300, help="pods between two faults")
+    p.add_argument("--hold", type=float, default=60, help="seconds the slow clients stay")
     p.add_argument("--webhook-src", type=Path, help="run the webhook from this checkout")
     p.add_argument("--only", action="append", help="run only these scenarios")
     a = p.parse_args()
@@ -179,7 +184,7 @@ def main() -> None:
     with control_plane(tmp / "cluster") as cp, install(cp, tmp / "install") as inst:
         inst.webhook.stop()  # the install's own replica: not part of any scenario
         cp.kubectl("delete", "mutatingwebhookconfiguration", "mlflow-webhook")
-        bench = Bench(cp, tmp, a.webhook_src, a.pods)
+        bench = Bench(cp, tmp, a.webhook_src, a.pods, a.hold)
         scenarios: dict[str, Callable[[], Tally]] = {
             "worker-exit": bench.worker_exit,
             "cold-start": bench.cold_start,

@@ -60,6 +60,25 @@ def mounts(
     }
 
 
+def project(pod: dict[str, Any], objects: list[Manifest], root: Path) -> dict[str, Path]:
+    """Folders for the pod's ConfigMap and Secret volumes, holding their items as the kubelet
+    projects them (key -> path)."""
+    folders: dict[str, Path] = {}
+    for volume in pod["spec"].get("volumes") or []:
+        for kind, field in (("ConfigMap", "configMap"), ("Secret", "secret")):
+            source = volume.get(field)
+            if source is None:
+                continue
+            data = _data(objects, kind, source.get("name") or source.get("secretName"))
+            folder = root / volume["name"]
+            folder.mkdir(parents=True)
+            items = source.get("items") or [{"key": k, "path": k} for k in data]
+            for item in items:
+                (folder / item["path"]).write_text(data[item["key"]])
+            folders[volume["name"]] = folder
+    return folders
+
+
 def run_container(
     pod: dict[str, Any],
     name: str,
@@ -83,9 +102,10 @@ def run_container(
     command = [host(a) for a in container["command"] + container.get("args", [])]
     command[0] = shutil.which(command[0]) or command[0]
     command += ["--termination-message-path", str(termination_log)]
+    # A path the container reads from one of its mounts (a CA bundle) is that folder here.
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/"),
-        **resolve_env(container, objects),
+        **{k: host(v) for k, v in resolve_env(container, objects).items()},
     }
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -108,3 +109,42 @@ def wait_mlflow(server: Mlflow) -> Mlflow:
         server.proc,
     )
     return server
+
+
+@contextlib.contextmanager
+def tls_in_front(tmp: Path, backends: list[str], pem: bytes) -> Iterator[list[str]]:
+    """Debian's HAProxy terminating TLS (certificate and key in `pem`) in front of plain HTTP
+    servers (`http://host:port`, each): yields their https:// URLs. For servers that serve no
+    TLS themselves, as a corporate proxy or ingress with a private CA does."""
+    (tmp / "tls.pem").write_bytes(pem)
+    lines = [
+        "defaults",
+        "  mode tcp",
+        "  timeout connect 2s",
+        "  timeout client 60s",
+        "  timeout server 60s",
+    ]
+    urls = []
+    for i, backend in enumerate(backends):
+        port = free_port()
+        target = backend.split("://", 1)[1].rstrip("/")
+        lines += [
+            f"frontend f{i}",
+            f"  bind 127.0.0.1:{port} ssl crt {tmp / 'tls.pem'}",
+            f"  default_backend b{i}",
+            f"backend b{i}",
+            f"  server s{i} {target}",
+        ]
+        urls.append(f"https://127.0.0.1:{port}")
+    (tmp / "tls-haproxy.cfg").write_text("\n".join(lines) + "\n")
+    with running(
+        ["haproxy", "-db", "-f", str(tmp / "tls-haproxy.cfg")], tmp / "tls-haproxy.log"
+    ) as proc:
+        host, port = urls[-1].rsplit(":", 1)[0][8:], int(urls[-1].rsplit(":", 1)[1])
+        wait_until(
+            lambda: socket.create_connection((host, port), timeout=1).close() or True,
+            10,
+            "haproxy (TLS)",
+            proc,
+        )
+        yield urls

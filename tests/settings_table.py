@@ -83,6 +83,25 @@ TABLE: list[tuple[dict[str, Any], str | None]] = [
         "spec.modelInit.env[0]",
     ),
     ({"tackingUri": "typo"}, "spec"),
+    ({"caBundle": {"configMapKeyRef": {"name": "corp-ca", "key": "ca.crt"}}}, None),
+    ({"caBundle": {"secretKeyRef": {"name": "corp-ca", "key": "ca.crt"}}}, None),
+    (
+        {
+            "caBundle": {
+                "configMapKeyRef": {"name": "a", "key": "k"},
+                "secretKeyRef": {"name": "b", "key": "k"},
+            }
+        },
+        "spec.caBundle",
+    ),
+    ({"caBundle": {"configMapKeyRef": {"name": "corp-ca"}}}, "spec.caBundle.configMapKeyRef"),
+    (
+        {
+            "caBundle": {"configMapKeyRef": {"name": "corp-ca", "key": "ca.crt"}},
+            "trackingEnv": [{"name": "MLFLOW_TRACKING_INSECURE_TLS", "value": "True"}],
+        },
+        "spec",
+    ),
 ]
 
 

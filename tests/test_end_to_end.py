@@ -4,6 +4,7 @@ copies the registered version into the folder the model container reads."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +13,17 @@ import yaml
 
 from tests.cluster import Installed
 from tests.conftest import Stores
-from tests.podrun import mounts, run_container
+from tests.podrun import mounts, project, run_container
 from tests.primehub import deployment_pod
 from tests.procs import wait_until
 from tests.registry import tree
+from tests.servers import tls_in_front
 from webhook.config import Config
 from webhook.inject.model_init import INIT_CONTAINER
 from webhook.mutation import decide
 from webhook.settings.index import SettingsIndex
 from webhook.settings.sources import load_file
+from webhook.tls import make_ca, make_serving_cert
 
 
 def manifests(stores: Stores, namespace: str = "hub") -> list[dict[str, Any]]:
@@ -204,3 +207,83 @@ def test_a_primehub_deployment_pod_gets_its_model_and_keeps_no_credential_value(
     run_and_check(
         stored, objects, stores, tmp_path, "fraud", "1", ("model-storage", "project-phusers")
     )
+
+
+def test_a_private_ca_reaches_the_init_container_and_is_trusted(
+    stores: Stores, tmp_path: Path
+) -> None:
+    """The tracking server and the S3 endpoint behind TLS with a CA made here (HAProxy in front
+    of the real MLflow and S3 servers): the init container trusts them through the setting's
+    caBundle (a ConfigMap, mounted), and without it says which certificate it could not trust."""
+    ca = make_ca("corp-root-ca")
+    pair = make_serving_cert(ca, ["127.0.0.1"])
+    with tls_in_front(
+        tmp_path, [stores.mlflow.url, stores.s3.url], pair.cert_pem() + pair.key_pem()
+    ) as (
+        tracking,
+        s3,
+    ):
+        objects = list(
+            yaml.safe_load_all(f"""
+apiVersion: mlflow.primehub.io/v1alpha1
+kind: MLflowSetting
+metadata: {{name: corp, namespace: hub}}
+spec:
+  group: corp
+  trackingUri: {tracking}
+  artifactEnv:
+    - {{name: MLFLOW_S3_ENDPOINT_URL, value: "{s3}"}}
+    - name: AWS_ACCESS_KEY_ID
+      valueFrom: {{secretKeyRef: {{name: corp-s3, key: id}}}}
+    - name: AWS_SECRET_ACCESS_KEY
+      valueFrom: {{secretKeyRef: {{name: corp-s3, key: secret}}}}
+  caBundle:
+    configMapKeyRef: {{name: corp-ca, key: ca.pem}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: corp-s3, namespace: hub}}
+stringData:
+  id: {stores.s3.env["AWS_ACCESS_KEY_ID"]}
+  secret: {stores.s3.env["AWS_SECRET_ACCESS_KEY"]}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: corp-ca, namespace: hub}}
+data:
+  ca.pem: |
+{textwrap.indent(ca.cert_pem().decode(), "    ")}
+""")
+        )
+        pod = {
+            "metadata": {
+                "name": "deploy-corp",
+                "labels": {"app": "primehub-deployment", "primehub.io/group": "escaped-corp"},
+                "annotations": {"mlflow.primehub.io/model-uri": "models:/fraud/1"},
+            },
+            "spec": {"containers": [{"name": "model", "image": "m"}]},
+        }
+
+        def run(settings: list[dict[str, Any]], where: Path) -> tuple[Any, Path, Path]:
+            (where / "settings.yaml").write_text(yaml.safe_dump_all(settings))
+            index = SettingsIndex()
+            load_file(where / "settings.yaml", index)
+            mutated = decide(pod, "hub", index, Config()).pod
+            assert mutated is not None
+            folders = {**project(mutated, objects, where / "volumes"), "mlflow-model": where / "m"}
+            (where / "m").mkdir()
+            term = where / "termination"
+            return run_container(mutated, INIT_CONTAINER, objects, folders, term), where / "m", term
+
+        trusted, model_dir, _ = run(objects, tmp_path)
+        assert trusted.returncode == 0, trusted.stderr
+        assert tree(model_dir) == stores.models.versions["fraud"]["1"]
+
+        untrusting = [
+            dict(objects[0], spec={k: v for k, v in objects[0]["spec"].items() if k != "caBundle"}),
+            *objects[1:],
+        ]
+        (tmp_path / "without").mkdir()
+        refused, _, term = run(untrusting, tmp_path / "without")
+        assert refused.returncode == 4, refused.stderr
+        assert f"the certificate of {tracking} is not trusted" in term.read_text()

@@ -44,6 +44,12 @@ def classify(error: BaseException, uri: ModelUri, where: str, what: str) -> Exce
     from mlflow.exceptions import MlflowException
 
     text = redact(str(error)).splitlines()[0][:500] if str(error) else type(error).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in str(error):  # not transient: a CA is missing
+        return CopyError(
+            Exit.AUTH,
+            f"the certificate of {where} is not trusted: give the group's MLflowSetting the "
+            "CA that signed it (caBundle)",
+        )
     if isinstance(error, MlflowException):
         code = error.error_code
         if code == "INTERNAL_ERROR" and "downloading one or more artifacts" in str(error):

@@ -10,6 +10,7 @@ import marshal
 from typing import Any
 
 from webhook.config import ANNOTATION_INJECTED, Config
+from webhook.inject.ca import mount_ca
 from webhook.inject.env import container_env_plan, inject_container_env
 from webhook.inject.model_init import Denied, add_model_init
 from webhook.inject.volumes import mount_group_volume
@@ -46,6 +47,8 @@ def mutate(
             warnings = mount_group_volume(
                 spec, setting.artifact_volume, spec.get("containers") or []
             )
+        if setting.ca_bundle is not None:
+            warnings += mount_ca(spec, setting.ca_bundle, spec.get("containers") or [])
     if new != pod:
         new["metadata"]["annotations"] = {**annotations, ANNOTATION_INJECTED: setting.ref}
     return new, [f"mlflow webhook: {w}" for w in warnings]

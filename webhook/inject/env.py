@@ -14,22 +14,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.config import Config
+from webhook.inject.ca import CA_FILE
 from webhook.settings.model import EnvFromSource, EnvVar, MLflowSetting
 
 
 @dataclass(frozen=True)
 class EnvGroup:
-    """Variables that travel together; `credentials` are the names that form one login, and
-    `servers` the names that say where that login is sent."""
+    """Variables that travel together; `credentials` are the names that form one login,
+    `servers` the names that say where that login is sent, and `bound` names that only make
+    sense with the group's server (its CA)."""
 
     env: tuple[EnvVar, ...]
     env_from: tuple[EnvFromSource, ...]
     credentials: frozenset[str] = frozenset()
     servers: frozenset[str] = frozenset()
+    bound: frozenset[str] = frozenset()
 
 
 TRACKING_SERVERS = frozenset({"MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"})
 ARTIFACT_SERVERS = frozenset({"MLFLOW_S3_ENDPOINT_URL"})
+TRACKING_CA, ARTIFACT_CA = "MLFLOW_TRACKING_SERVER_CERT_PATH", "AWS_CA_BUNDLE"
 
 
 def server_env(setting: MLflowSetting) -> tuple[EnvVar, ...]:
@@ -41,19 +45,26 @@ def server_env(setting: MLflowSetting) -> tuple[EnvVar, ...]:
 
 def container_env_plan(setting: MLflowSetting, config: Config) -> tuple[EnvGroup, ...]:
     """The setting's variables in the order they are added: server, tracking, artifact."""
+    tracking_ca: tuple[EnvVar, ...] = ()
+    artifact_ca: tuple[EnvVar, ...] = ()
+    if setting.ca_bundle is not None:
+        tracking_ca = ({"name": TRACKING_CA, "value": CA_FILE},)
+        artifact_ca = ({"name": ARTIFACT_CA, "value": CA_FILE},)
     return (
         EnvGroup(server_env(setting), ()),
         EnvGroup(
-            setting.tracking_env,
+            setting.tracking_env + tracking_ca,
             setting.tracking_env_from,
             config.tracking_credentials,
             TRACKING_SERVERS,
+            frozenset({TRACKING_CA}),
         ),
         EnvGroup(
-            setting.artifact_env,
+            setting.artifact_env + artifact_ca,
             setting.artifact_env_from,
             config.artifact_credentials,
             ARTIFACT_SERVERS,
+            frozenset({ARTIFACT_CA}),
         ),
     )
 
@@ -65,10 +76,17 @@ def inject_container_env(container: dict[str, Any], plan: tuple[EnvGroup, ...]) 
     added_from: list[EnvFromSource] = []
     present = {item["name"] for item in env}
     for group in plan:
-        # The container's own login, or its own server: then the group's login stays out.
-        own = bool(present & group.credentials) or bool(present & group.servers)
+        # The container's own login, or its own server: then the group's login stays out, and
+        # with its own server, what belongs to the group's server (its CA) too.
+        own_server = bool(present & group.servers)
+        own = own_server or bool(present & group.credentials)
         for item in group.env:
-            if item["name"] in present or (own and item["name"] in group.credentials):
+            name = item["name"]
+            if (
+                name in present
+                or (own and name in group.credentials)
+                or (own_server and name in group.bound)
+            ):
                 continue
             added_env.append(dict(item))
         for source in group.env_from:

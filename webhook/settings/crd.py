@@ -45,16 +45,11 @@ def _name() -> Schema:
     return _string(253, pattern=rules.DNS1123)
 
 
-def _key_ref() -> Schema:
-    return {
-        "type": "object",
-        "required": ["name", "key"],
-        "properties": {
-            "name": _name(),
-            "key": _string(253, min_length=1),
-            "optional": {"type": "boolean"},
-        },
-    }
+def _key_ref(*, required_only: bool = False) -> Schema:
+    properties: Schema = {"name": _name(), "key": _string(253, min_length=1)}
+    if not required_only:
+        properties["optional"] = {"type": "boolean"}
+    return {"type": "object", "required": ["name", "key"], "properties": properties}
 
 
 def _ref() -> Schema:
@@ -159,6 +154,12 @@ def spec_schema() -> Schema:
         "required": ["group", "trackingUri"],
         "x-kubernetes-validations": [
             _rule(
+                "!has(self.caBundle) || !has(self.trackingEnv) || !self.trackingEnv.exists(e, "
+                "e.name == 'MLFLOW_TRACKING_INSECURE_TLS' && has(e.value) && "
+                "e.value.lowerAscii() == 'true')",
+                "MLFLOW_TRACKING_INSECURE_TLS=true and a CA bundle conflict",
+            ),
+            _rule(
                 "!has(self.trackingEnv) || !has(self.artifactEnv) || "
                 "self.trackingEnv.all(t, self.artifactEnv.all(a, a.name != t.name))",
                 "a variable may be set in trackingEnv or artifactEnv, not both",
@@ -203,6 +204,22 @@ def spec_schema() -> Schema:
                     "groupVolume": {"type": "boolean"},
                     "claimName": _name(),
                     "mountPath": _string(1024, pattern="^/"),
+                },
+            },
+            "caBundle": {
+                "type": "object",
+                "description": "A private CA (PEM) for the tracking server and the S3 endpoint: "
+                "mounted read-only where MLflow is used, with MLFLOW_TRACKING_SERVER_CERT_PATH "
+                "and AWS_CA_BUNDLE pointing at it.",
+                "x-kubernetes-validations": [
+                    _rule(
+                        "has(self.configMapKeyRef) != has(self.secretKeyRef)",
+                        "needs exactly one of configMapKeyRef or secretKeyRef",
+                    )
+                ],
+                "properties": {
+                    "configMapKeyRef": _key_ref(required_only=True),
+                    "secretKeyRef": _key_ref(required_only=True),
                 },
             },
             "modelInit": {

@@ -41,6 +41,16 @@ class ArtifactVolume:
 
 
 @dataclass(frozen=True)
+class CaBundle:
+    """A private CA for the tracking server and the S3 endpoint: one key of a ConfigMap or a
+    Secret in the setting's namespace, holding PEM certificates."""
+
+    kind: str  # "configMap" or "secret"
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
 class ModelInitOverride:
     image: str | None = None
     resources: dict[str, Any] | None = None
@@ -63,6 +73,7 @@ class MLflowSetting:
     artifact_env_from: tuple[EnvFromSource, ...] = ()
     artifact_volume: ArtifactVolume | None = None
     model_init: ModelInitOverride = field(default_factory=ModelInitOverride)
+    ca_bundle: CaBundle | None = None
 
     @property
     def ref(self) -> str:
@@ -224,6 +235,23 @@ def _artifact_volume(c: _Checker, av: Any, group: str | None) -> ArtifactVolume 
     return ArtifactVolume(claim, mount.rstrip("/") or "/")
 
 
+def _ca_bundle(c: _Checker, value: Any) -> CaBundle | None:
+    if value is None:
+        return None
+    where = "spec.caBundle"
+    if (
+        not isinstance(value, dict)
+        or len(value) != 1
+        or not (set(value) <= {"configMapKeyRef", "secretKeyRef"})
+    ):
+        raise c.fail(where, "needs exactly one of configMapKeyRef or secretKeyRef")
+    ((kind, ref),) = value.items()
+    c.key_ref(ref, f"{where}.{kind}")
+    if set(ref) - {"name", "key"}:
+        raise c.fail(f"{where}.{kind}", "may hold only name and key")
+    return CaBundle("configMap" if kind == "configMapKeyRef" else "secret", ref["name"], ref["key"])
+
+
 def parse_setting(
     obj: Any, default_namespace: str, secret_names: frozenset[str] = LOGIN_NAMES
 ) -> MLflowSetting:
@@ -255,6 +283,7 @@ def parse_setting(
         "artifactEnvFrom",
         "artifactVolume",
         "modelInit",
+        "caBundle",
     }
     if set(spec) - known:
         raise c.fail("spec", f"unknown fields {sorted(set(spec) - known)}")
@@ -305,6 +334,10 @@ def parse_setting(
             ),
             image_pull_secrets=tuple(p["name"] for p in pull),
         )
+    ca_bundle = _ca_bundle(c, spec.get("caBundle"))
+    insecure = [e for e in tracking_env if e["name"] == "MLFLOW_TRACKING_INSECURE_TLS"]
+    if ca_bundle is not None and insecure and insecure[0].get("value", "").lower() == "true":
+        raise c.fail("spec.caBundle", "MLFLOW_TRACKING_INSECURE_TLS=true and a CA bundle conflict")
     assert group is not None and tracking_uri is not None
     return MLflowSetting(
         namespace=namespace,
@@ -318,4 +351,5 @@ def parse_setting(
         artifact_env_from=c.env_from(spec.get("artifactEnvFrom"), "spec.artifactEnvFrom"),
         artifact_volume=volume,
         model_init=model_init,
+        ca_bundle=ca_bundle,
     )
