@@ -50,7 +50,7 @@ def server(certs: Path, tmp: Path, *extra: str) -> WebhookProcess:
 
 @pytest.fixture
 def webhook(certs: Path, tmp_path: Path) -> Iterator[WebhookProcess]:
-    proc = server(certs, tmp_path, "--request-timeout=2", "--shutdown-delay=0")
+    proc = server(certs, tmp_path, "--request-timeout=2", "--shutdown-delay=0", "--keepalive=90.5")
     yield proc
     proc.stop()
 

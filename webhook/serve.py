@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shutil
 import ssl
@@ -176,7 +177,8 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             "workers": o.workers,
             "worker_class": "webhook.worker.WebhookWorker",
             "worker_connections": o.connections,
-            "keepalive": o.keepalive,
+            # gunicorn takes whole seconds; our worker waits the exact time (opts.keepalive).
+            "keepalive": max(1, math.ceil(o.keepalive)),
             "timeout": 30,  # a worker silent this long (stuck) is replaced
             "graceful_timeout": 20,
             "backlog": 1024,

@@ -141,7 +141,7 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
         me = gevent.getcurrent()
         self._idle.add(me)
         try:
-            gevent.socket.wait_read(conn.fileno(), timeout=self.cfg.keepalive)
+            gevent.socket.wait_read(conn.fileno(), timeout=self.app.opts.keepalive)
             return True  # even when stopping: it is answered, with `Connection: close`
         except (gevent.GreenletExit, OSError):
             return False
