@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
-import os
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
@@ -21,16 +20,12 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.procs import free_port, running, stop, wait_until
+from tests.procs import BIN, free_port, running, stop, wait_until
 from tests.webhookproc import WebhookProcess
 from webhook.tls import make_ca, make_serving_cert
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
-BIN = Path(
-    os.environ.get("CONTROLPLANE_BIN")
-    or Path.home() / ".cache/primehub-mlflow-webhook/controlplane/bin"
-)
 WEBHOOK_USER = "system:serviceaccount:mlflow-webhook:mlflow-webhook"
 CERTS_USER = "system:serviceaccount:mlflow-webhook:mlflow-webhook-certs"
 

@@ -4,11 +4,14 @@ resolved from Secrets and ConfigMaps (given as manifests), volume mounts mapped 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from tests.procs import BIN
 
 Manifest = dict[str, Any]
 
@@ -24,27 +27,25 @@ def _data(objects: list[Manifest], kind: str, name: str) -> dict[str, str]:
 
 
 def resolve_env(container: dict[str, Any], objects: list[Manifest]) -> dict[str, str]:
-    """envFrom first, then env (env wins), as Kubernetes does."""
-    env: dict[str, str] = {}
-    for source in container.get("envFrom") or []:
-        kind, ref = (
-            ("Secret", source["secretRef"])
-            if "secretRef" in source
-            else ("ConfigMap", source["configMapRef"])
-        )
-        for key, value in _data(objects, kind, ref["name"]).items():
-            env[source.get("prefix", "") + key] = value
-    for item in container.get("env") or []:
-        if "value" in item:
-            env[item["name"]] = item["value"]
-            continue
-        source = item["valueFrom"]
-        kind, ref = (
-            ("Secret", source["secretKeyRef"])
-            if "secretKeyRef" in source
-            else ("ConfigMap", source["configMapKeyRef"])
-        )
-        env[item["name"]] = _data(objects, kind, ref["name"])[ref["key"]]
+    """The container's environment exactly as the kubelet computes it: `envexpand`, built by
+    tests/controlplane/build.sh on Kubernetes' own expansion package (envFrom in order, the last
+    source winning; then env in order, `$(NAME)` expanded against what is defined before)."""
+    maps: dict[str, dict[str, dict[str, str]]] = {"configMaps": {}, "secrets": {}}
+    for obj in objects:
+        if obj.get("kind") in ("ConfigMap", "Secret"):
+            key = "configMaps" if obj["kind"] == "ConfigMap" else "secrets"
+            maps[key][obj["metadata"]["name"]] = _data(
+                objects, obj["kind"], obj["metadata"]["name"]
+            )
+    result = subprocess.run(
+        [str(BIN / "envexpand")],
+        input=json.dumps({"container": container, **maps}),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    env: dict[str, str] = json.loads(result.stdout)
     return env
 
 

@@ -13,6 +13,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+# What tests/controlplane/build.sh built (tests/run exports the folder).
+BIN = Path(
+    os.environ.get("CONTROLPLANE_BIN")
+    or Path.home() / ".cache/primehub-mlflow-webhook/controlplane/bin"
+)
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -11,7 +11,8 @@ import jsonpatch
 import pytest
 import yaml
 
-from tests.golden import CASES, golden_index, load_case
+from tests.golden import CASES, GOLDEN, golden_index, load_case
+from tests.podrun import resolve_env
 from tests.primehub import deployment_pod
 from webhook.config import Config
 from webhook.mutation import decide
@@ -76,3 +77,35 @@ def test_primehub_cases_hold_the_pods_primehubs_controller_builds(path: Path) ->
             "mlflow.primehub.io/model-uri"
         ]
     assert case["pod"] == pod
+
+
+def environment(case: str, container: str, objects: list[dict]) -> dict[str, str]:
+    pod = load_case(GOLDEN / "cases" / f"{case}.yaml")["expect"]["pod"]
+    (c,) = [c for c in pod["spec"]["containers"] if c["name"] == container]
+    return resolve_env(c, objects)
+
+
+SECRETS = [
+    {"kind": "Secret", "metadata": {"name": n}, "stringData": d}
+    for n, d in (
+        ("research-mlflow-login", {"username": "research", "password": "pw"}),
+        ("research-s3", {"access-key": "group-key", "secret-key": "group-secret"}),
+        ("alice-s3", {"AWS_DEFAULT_REGION": "alice-region", "EXTRA": "alice"}),
+    )
+] + [
+    {
+        "kind": "ConfigMap",
+        "metadata": {"name": "research-s3-options"},
+        "data": {"AWS_DEFAULT_REGION": "group-region", "EXTRA": "group"},
+    }
+]
+
+
+def test_injected_variables_resolve_as_the_kubelet_resolves_them() -> None:
+    """Judged with Kubernetes' own expansion (the pod runner's envexpand), not by hand."""
+    env = environment("notebook-env-references", "notebook", SECRETS)
+    assert env["MY_URI"] == "https://mlflow.research.example.com/api"  # ours came first
+    env = environment("notebook-own-envfrom", "notebook", SECRETS)
+    assert env["EXTRA"] == "alice"  # the container's own source, listed last, wins
+    assert env["AWS_DEFAULT_REGION"] == "alice-region"
+    assert env["MLFLOW_TRACKING_PASSWORD"] == "pw"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and etcd from the Go module proxy, once per version.
+# Builds kube-apiserver and etcd from the Go module proxy, once per version, and envexpand (the
+# kubelet's env expansion, for the pod runner) from the same pinned k8s.io/kubernetes.
 # Binaries are cached outside the repository in $CONTROLPLANE_CACHE (default
 # ~/.cache/primehub-mlflow-webhook/controlplane/<component>-<version>/); prints the bin dir.
 set -euo pipefail
@@ -27,7 +28,9 @@ kv="-X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/componen
 kv="$kv -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
 build etcd "$etcd_version" "$here/etcd" ""
 build kube-apiserver "$kube_version" "$here/kube-apiserver" "$kv"
+build envexpand "$kube_version" "$here/envexpand" ""
 mkdir -p "$cache/bin"
 ln -sf "$cache/etcd-$etcd_version/etcd" "$cache/bin/etcd"
 ln -sf "$cache/kube-apiserver-$kube_version/kube-apiserver" "$cache/bin/kube-apiserver"
+ln -sf "$cache/envexpand-$kube_version/envexpand" "$cache/bin/envexpand"
 echo "$cache/bin"
