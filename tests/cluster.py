@@ -242,11 +242,17 @@ class Installed:
         return self.cp.kubectl("apply", "-f", "-", input=text, check=False)
 
 
-def _webhook_configuration(docs: list[dict[str, Any]], url: str, ca: bytes) -> dict[str, Any]:
-    config = copy.deepcopy(next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration"))
-    for hook in config["webhooks"]:
-        hook["clientConfig"] = {"url": url, "caBundle": base64.b64encode(ca).decode()}
-    return config
+WEBHOOK_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+
+
+def _webhook_configurations(docs: list[dict[str, Any]], url: str, ca: bytes) -> list[Any]:
+    """Both configurations of manifests/, pointed at the local webhook process."""
+    configs = [copy.deepcopy(d) for d in docs if d["kind"] in WEBHOOK_KINDS]
+    for config in configs:
+        for hook in config["webhooks"]:
+            path = hook["clientConfig"]["service"]["path"]
+            hook["clientConfig"] = {"url": url + path, "caBundle": base64.b64encode(ca).decode()}
+    return configs
 
 
 @contextlib.contextmanager
@@ -272,7 +278,7 @@ def install(cluster: ControlPlane, tmp: Path) -> Iterator[Installed]:
     )
     inst = Installed(cluster, webhook, ca_file, cert_dir)
 
-    others = [d for d in docs if d["kind"] != "MutatingWebhookConfiguration"]
+    others = [d for d in docs if d["kind"] not in WEBHOOK_KINDS]
     result = inst.apply(others)
     assert result.returncode == 0, result.stderr
     cluster.kubectl(
@@ -307,7 +313,7 @@ spec: {group: secure, trackingUri: "http://mlflow.secure.svc:5000"}
 """)
     assert result.returncode == 0, result.stderr
     webhook.start(ca_file)
-    result = inst.apply([_webhook_configuration(docs, f"{webhook.url}/mutate", ca.cert_pem())])
+    result = inst.apply(_webhook_configurations(docs, webhook.url, ca.cert_pem()))
     assert result.returncode == 0, result.stderr
 
     def active() -> bool:  # a new webhook configuration takes a moment to be used

@@ -748,3 +748,23 @@ def test_a_watch_from_an_expired_version_returns_so_the_settings_are_listed_agai
     started = time.monotonic()
     watcher._watch("1")  # long compacted away: the API server answers 410 Gone
     assert time.monotonic() - started < 30  # returned on 410, not at the watch timeout
+
+
+def test_kubectl_apply_of_a_second_setting_for_a_group_prints_why_it_is_refused(
+    installed: Installed,
+) -> None:
+    second = """
+apiVersion: mlflow.primehub.io/v1alpha1
+kind: MLflowSetting
+metadata: {name: research-again, namespace: hub}
+spec: {group: Research_Team, trackingUri: "http://elsewhere:5000"}
+"""
+    result = installed.apply(second)
+    assert result.returncode != 0
+    assert 'admission webhook "settings.mlflow.primehub.io" denied the request' in result.stderr
+    assert "group 'Research_Team' is already claimed in namespace hub by hub/research-team" in (
+        result.stderr
+    )
+    elsewhere = installed.apply(second.replace("namespace: hub", "namespace: team-b"))
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    installed.cp.kubectl("delete", "mlflowsetting", "-n", "team-b", "research-again")

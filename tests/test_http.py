@@ -259,3 +259,50 @@ def test_one_log_line_per_request_without_values(
     )
     assert line["ms"] > 0
     assert "s3cr3t" not in caplog.text
+
+
+def setting_review(name: str, group: str, operation: str = "CREATE", **spec: Any) -> dict[str, Any]:
+    obj = {
+        "apiVersion": "mlflow.primehub.io/v1alpha1",
+        "kind": "MLflowSetting",
+        "metadata": {"name": name, "namespace": "hub"},
+        "spec": {"group": group, "trackingUri": "http://mlflow:5000", **spec},
+    }
+    return review(
+        obj,
+        operation=operation,
+        kind={"group": "mlflow.primehub.io", "version": "v1alpha1", "kind": "MLflowSetting"},
+        resource={
+            "group": "mlflow.primehub.io",
+            "version": "v1alpha1",
+            "resource": "mlflowsettings",
+        },
+    )
+
+
+def test_a_second_setting_for_a_claimed_group_is_refused_naming_the_first(
+    client: FlaskClient,
+) -> None:
+    answer = client.post("/validate", json=setting_review("other", "phusers")).get_json()
+    assert answer["response"]["allowed"] is False
+    assert (
+        "MLflowSetting hub/other: spec.group: group 'phusers' is already claimed in namespace "
+        "hub by hub/phusers" in answer["response"]["status"]["message"]
+    )
+    # The setting that holds the group may change; a new group is welcome.
+    assert client.post("/validate", json=setting_review("phusers", "phusers", "UPDATE")).get_json()[
+        "response"
+    ]["allowed"]
+    assert client.post("/validate", json=setting_review("fresh", "fresh")).get_json()["response"][
+        "allowed"
+    ]
+
+
+def test_a_setting_is_judged_by_the_parser_that_reads_it(client: FlaskClient) -> None:
+    bad = setting_review("x", "x", uiUrl="https://user:hunter2@ui")
+    answer = client.post("/validate", json=bad).get_json()["response"]
+    assert answer["allowed"] is False
+    assert (
+        "MLflowSetting hub/x: spec.uiUrl: must be an http(s):// URL" in answer["status"]["message"]
+    )
+    assert "hunter2" not in json.dumps(answer)

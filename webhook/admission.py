@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from webhook import PLURAL
 from webhook.patch import Op
 from webhook.podshape import ShapeError, check
 
@@ -27,6 +28,14 @@ class Request:
     sub_resource: str
     obj: Any
     dry_run: bool
+
+    @property
+    def is_setting_write(self) -> bool:
+        return (
+            self.operation in ("CREATE", "UPDATE")
+            and self.resource == PLURAL
+            and not self.sub_resource
+        )
 
     @property
     def is_pod_create(self) -> bool:

@@ -223,11 +223,19 @@ def _write(
 
 
 def _publish_bundle(api: _Api, name: str, bundle: bytes) -> None:
-    path = f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}"
+    """Into the mutating configuration (required) and the validating one (if installed)."""
+    for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+        _publish_to(api, kind, name, bundle, required=kind.startswith("mutating"))
+
+
+def _publish_to(api: _Api, kind: str, name: str, bundle: bytes, required: bool) -> None:
+    path = f"/apis/admissionregistration.k8s.io/v1/{kind}/{name}"
     encoded = base64.b64encode(bundle).decode()
     for _ in range(10):
         config = api.call("GET", path)
         if config is None:
+            if not required:
+                return
             raise RuntimeError(
                 f"MutatingWebhookConfiguration {name} does not exist; install the manifests first"
             )
@@ -241,4 +249,4 @@ def _publish_bundle(api: _Api, name: str, bundle: bytes) -> None:
             return
         except Conflict:
             continue
-    raise RuntimeError(f"MutatingWebhookConfiguration {name} kept changing; giving up")
+    raise RuntimeError(f"{kind}/{name} kept changing; giving up")

@@ -15,6 +15,7 @@ from webhook.config import Config
 from webhook.metrics import Metrics
 from webhook.mutation import Decision, decide, on_error
 from webhook.settings.index import SettingsIndex
+from webhook.validation import judge_setting
 
 log = logging.getLogger("webhook.requests")
 
@@ -108,6 +109,22 @@ def create_app(
         metrics.requests.labels(decision.outcome, decision.kind.value).inc()
         metrics.latency.observe(elapsed)
         return _json(body)
+
+    @app.post("/validate")
+    def validate() -> Response:
+        start = time.perf_counter()
+        try:
+            req = parse_review(request.get_data(cache=False))
+        except BadReview as e:
+            _log(None, None, "bad-request", start, reason=str(e))
+            return _json({"error": str(e)}, 400)
+        if not req.is_setting_write:
+            return _json(response(req))
+        if not health.wait_synced(SYNC_WAIT):  # without the list, a duplicate goes unseen
+            return _json({"error": "the MLflow settings are not loaded yet; try again"}, 503)
+        verdict = judge_setting(req.obj, req.namespace, index)
+        _log(req, None, "accepted" if verdict.allowed else "refused", start)
+        return _json(response(req, allowed=verdict.allowed, message=verdict.message))
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -4,7 +4,9 @@ webhook itself. `python -m webhook.webhookconfig [--config FILE]` prints
 manifests/base/webhook.yaml (a test fails when they disagree, and when `pods.route` and the CEL
 below route a pod differently on the real API server).
 
-Two entries, told apart by CEL matchConditions:
+And a ValidatingWebhookConfiguration for MLflowSettings (webhook/validation.py).
+
+Two entries of the mutating one, told apart by CEL matchConditions:
 - models (failurePolicy Fail): pods that need a model copied in (our annotation, or PrimeHub's
   `models:/` initializer): without the webhook they would start a model server on an empty
   folder, so they must not start; the Deployment controller retries until the webhook is back;
@@ -23,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from webhook import PREFIX
+from webhook import API_GROUP, API_VERSION, PLURAL, PREFIX
 from webhook.config import ANNOTATION_INJECT, ANNOTATION_MODEL_URI, Config, load_config
 from webhook.pods import PRIMEHUB_INITIALIZER
 
@@ -124,8 +126,40 @@ def webhook_configuration(config: Config) -> dict[str, Any]:
     }
 
 
+def settings_validation() -> dict[str, Any]:
+    """MLflowSettings judged as the webhook reads them; Ignore: the CRD's rules are the floor."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": NAME},
+        "webhooks": [
+            {
+                "name": "settings.mlflow.primehub.io",
+                "failurePolicy": "Ignore",
+                "clientConfig": {
+                    "service": {"name": NAME, "namespace": NAME, "path": "/validate", "port": 443}
+                },
+                "rules": [
+                    {
+                        "apiGroups": [API_GROUP],
+                        "apiVersions": [API_VERSION],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": [PLURAL],
+                        "scope": "Namespaced",
+                    }
+                ],
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 5,
+                "matchPolicy": "Equivalent",
+            }
+        ],
+    }
+
+
 def render(config: Config) -> str:
-    return HEADER + yaml.safe_dump(webhook_configuration(config), sort_keys=False, width=100)
+    docs = [webhook_configuration(config), settings_validation()]
+    return HEADER + yaml.safe_dump_all(docs, sort_keys=False, width=100)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,6 +74,10 @@ class SettingsIndex:
     def errors(self) -> list[str]:
         return [str(e.value) for e in self._entries.values() if isinstance(e.value, SettingError)]
 
+    def claimants(self, namespace: str, group_key: str) -> set[str]:
+        """The settings (namespace/name) that claim this group in this namespace."""
+        return set(self._refs_by_key.get((namespace, group_key), ()))
+
     def conflicts(self) -> int:
         """Groups that more than one setting claims in one namespace."""
         return sum(1 for refs in self._refs_by_key.values() if len(refs) > 1)
