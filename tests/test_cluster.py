@@ -105,13 +105,15 @@ def test_the_api_server_judges_the_table_of_settings_as_the_webhook_does(
     installed: Installed,
 ) -> None:
     """One table, two judges: the CRD's schema and CEL rules, and the webhook's parser."""
-    path = "/apis/mlflow.primehub.io/v1alpha1/namespaces/hub/mlflowsettings"
+    installed.cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": "table"}})
+    path = "/apis/mlflow.primehub.io/v1alpha1/namespaces/table/mlflowsettings"
     disagreements = []
     for i, (changes, field) in enumerate(TABLE):
         obj = table_setting(changes, name=f"table-{i}")
+        obj["metadata"]["namespace"] = "table"  # where no group is claimed yet
         reply = installed.cp.request("POST", path, obj, dryRun="All", fieldValidation="Strict")
         try:
-            parse_setting(obj, "hub")
+            parse_setting(obj, "table")
             webhook = None
         except SettingError as e:
             webhook = e.path

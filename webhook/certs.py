@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from webhook.kube import Api as _Api
+from webhook.kube import Conflict
 from webhook.tls import KeyPair, load_pair, make_ca, make_serving_cert, remaining
 
 log = logging.getLogger(__name__)
@@ -117,39 +118,6 @@ def _issue(ca: KeyPair, hosts: list[str], policy: CertPolicy, bundle: bytes) -> 
         CA_CRT: ca.cert_pem(),
         CA_KEY: ca.key_pem(),
     }
-
-
-class Conflict(Exception):
-    pass
-
-
-class _Api:
-    """Raw JSON reads and writes through the kubernetes client (no typed models)."""
-
-    def __init__(self, api_client: Any) -> None:
-        self.client = api_client
-
-    def call(self, method: str, path: str, body: Any = None) -> dict[str, Any] | None:
-        from kubernetes.client.rest import ApiException
-
-        try:
-            resp = self.client.call_api(
-                path,
-                method,
-                body=body,
-                header_params={"Content-Type": "application/json", "Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-            )
-        except ApiException as e:
-            if e.status == 404 and method == "GET":
-                return None
-            if e.status == 409:
-                raise Conflict(path) from None
-            raise
-        result: dict[str, Any] = json.loads(resp.data)
-        return result
 
 
 def ensure(

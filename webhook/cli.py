@@ -53,7 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.cluster:
         _cluster_reachable_in_principle(args.kubeconfig)
     else:  # read once, here: the workers inherit the index
-        index = SettingsIndex(config.default_namespace)
+        index = SettingsIndex(config.default_namespace, config.login_names)
         load_file(args.settings_file, index)
     if args.cert_file is None:
         try:
@@ -86,6 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
             keepalive=args.keepalive,
             shutdown_delay=args.shutdown_delay,
             ready_timeout=args.ready_timeout,
+            status_namespace=args.status_namespace if args.cluster else None,
         ),
         index,
     )
@@ -98,7 +99,7 @@ def _preview(args: argparse.Namespace) -> int:
     from webhook.settings.sources import load_file
 
     config = load_config(args.config)
-    index = SettingsIndex(config.default_namespace)
+    index = SettingsIndex(config.default_namespace, config.login_names)
     load_file(args.settings_file, index)
     pod = _read_pod(args.pod)
     namespace = args.namespace or (pod.get("metadata") or {}).get("namespace") or "default"
@@ -257,6 +258,12 @@ def parser() -> argparse.ArgumentParser:
         default=10,
         help="with --cluster: seconds a worker waits for its settings before it accepts "
         "connections anyway and answers 503 (default 10)",
+    )
+    s.add_argument(
+        "--status-namespace",
+        default="mlflow-webhook",
+        help="with --cluster: where the Lease of the one process that writes MLflowSetting "
+        "status lives (default mlflow-webhook); '' turns status off",
     )
     s.add_argument(
         "--log-level",

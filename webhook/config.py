@@ -89,6 +89,11 @@ class Config:
     default_namespace: str = "hub"
     max_request_bytes: int = 8 * 1024 * 1024
 
+    @property
+    def login_names(self) -> frozenset[str]:
+        """Names whose values are credentials: a setting may give them only from Secrets."""
+        return self.tracking_credentials | self.artifact_credentials
+
 
 def _selectors(raw: Any, where: str) -> tuple[Labels, ...]:
     if not isinstance(raw, list) or not all(

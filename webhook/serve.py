@@ -55,14 +55,17 @@ class ServeOptions:
     keepalive: float = 120.0  # idle time between requests; above Go's 90 s client default
     shutdown_delay: float = 5.0  # after SIGTERM: not ready, still serving
     ready_timeout: float = 10.0  # how long a worker waits for its settings before accepting
+    status_namespace: str | None = None  # with the cluster source: write setting status (Lease)
 
 
 @dataclass(frozen=True)
 class Loaded:
-    """One worker's WSGI app, and whether its settings are complete (waits up to `timeout`)."""
+    """One worker's WSGI app, whether its settings are complete (waits up to `timeout`), and
+    what to do when the worker stops."""
 
     app: Any
     wait_synced: Callable[[float], bool]
+    stop: Callable[[], None] = lambda: None
 
 
 @dataclass(frozen=True)
@@ -87,16 +90,34 @@ def build_app(opts: ServeOptions, shared: Shared) -> Loaded:
         return Loaded(app, _always)
     from webhook.settings.sources import ClusterWatcher
 
-    index = SettingsIndex(opts.config.default_namespace)
-    watcher = ClusterWatcher(index, kube_client(opts.kubeconfig), opts.watch_namespace)
+    index = SettingsIndex(opts.config.default_namespace, opts.config.login_names)
+    client = kube_client(opts.kubeconfig)
+    watcher = ClusterWatcher(index, client, opts.watch_namespace)
     app = create_app(index, opts.config, _Health(shared.runstate, watcher.ready.wait), metrics)
-    watcher.on_change = app.extensions["refresh_settings_gauges"]
+    changed = [app.extensions["refresh_settings_gauges"]]
+    stop: Callable[[], None] = _nothing
+    if opts.status_namespace:
+        from webhook.settings.status import StatusWriter
+
+        writer = StatusWriter(index, client, opts.status_namespace).start()
+        changed.append(writer.poke)
+        stop = writer.stop
+
+    def on_change() -> None:
+        for f in changed:
+            f()
+
+    watcher.on_change = on_change
     watcher.start()
-    return Loaded(app, watcher.ready.wait)
+    return Loaded(app, watcher.ready.wait, stop)
 
 
 def _always(_timeout: float) -> bool:
     return True
+
+
+def _nothing() -> None:
+    pass
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ def judge_setting(obj: Any, namespace: str, index: SettingsIndex) -> Verdict:
     if isinstance(obj, dict):  # the request's namespace is the object's
         obj = {**obj, "metadata": {**(obj.get("metadata") or {}), "namespace": namespace}}
     try:
-        setting = parse_setting(obj, namespace)
+        setting = parse_setting(obj, namespace, index.secret_names)
     except SettingError as e:
         return Verdict(False, str(e))
     others = index.claimants(setting.namespace, setting.group_key) - {setting.ref}

@@ -77,6 +77,8 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
         ):
             self.notify()
             gevent.sleep(0.05)
+        with gevent.Timeout(2, False):  # e.g. give the status lease up: another writes at once
+            self.app.runtime.stop()
 
     def _wait_for_settings(self) -> None:
         """Accept nothing before the settings are complete; bounded, so a server whose API

@@ -256,6 +256,37 @@ def spec_schema() -> Schema:
     }
 
 
+READY = '.status.conditions[?(@.type=="Ready")]'
+
+
+def status_schema() -> Schema:
+    """Written by the webhook (webhook/settings/status.py), in the usual condition shape."""
+    return {
+        "type": "object",
+        "properties": {
+            "observedGeneration": {"type": "integer", "format": "int64"},
+            "conditions": {
+                "type": "array",
+                "maxItems": 8,
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+                "items": {
+                    "type": "object",
+                    "required": ["type", "status"],
+                    "properties": {
+                        "type": _string(64),
+                        "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                        "reason": _string(64),
+                        "message": _string(32768),
+                        "observedGeneration": {"type": "integer", "format": "int64"},
+                        "lastTransitionTime": {"type": "string", "format": "date-time"},
+                    },
+                },
+            },
+        },
+    }
+
+
 def crd() -> Schema:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -277,9 +308,12 @@ def crd() -> Schema:
                     "name": API_VERSION,
                     "served": True,
                     "storage": True,
+                    "subresources": {"status": {}},
                     "additionalPrinterColumns": [
                         {"name": "Group", "type": "string", "jsonPath": ".spec.group"},
                         {"name": "Tracking URI", "type": "string", "jsonPath": ".spec.trackingUri"},
+                        {"name": "Ready", "type": "string", "jsonPath": READY + ".status"},
+                        {"name": "Reason", "type": "string", "jsonPath": READY + ".reason"},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {
@@ -291,6 +325,7 @@ def crd() -> Schema:
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
                                 "spec": spec_schema(),
+                                "status": status_schema(),
                             },
                         }
                     },

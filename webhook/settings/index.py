@@ -15,7 +15,7 @@ from typing import Any
 
 from webhook import KIND
 from webhook.groups import escape_group
-from webhook.settings.model import MLflowSetting, SettingError, parse_setting
+from webhook.settings.model import LOGIN_NAMES, MLflowSetting, SettingError, parse_setting
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,20 @@ Resolved = MLflowSetting | Problem
 class _Entry:
     key: Key | None
     value: MLflowSetting | SettingError
+    generation: int = 0
+    status: Any = None  # the object's status as last seen (for the status writer)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What one setting's Ready condition should say, beside what its status says now."""
+
+    ref: str
+    generation: int
+    ready: bool
+    reason: str  # Valid, Invalid or Conflict
+    message: str
+    current: Any
 
 
 def _ref(obj: Any, default_namespace: str) -> str:
@@ -44,22 +58,31 @@ def _ref(obj: Any, default_namespace: str) -> str:
     return f"{meta.get('namespace') or default_namespace}/{meta.get('name') or '?'}"
 
 
-def _entry(obj: Any, default_namespace: str) -> _Entry:
+def _entry(obj: Any, default_namespace: str, secret_names: frozenset[str]) -> _Entry:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    found = meta.get("generation") if isinstance(meta, dict) else None
+    generation = found if isinstance(found, int) else 0
+    status = obj.get("status") if isinstance(obj, dict) else None
     try:
-        setting = parse_setting(obj, default_namespace)
-        return _Entry((setting.namespace, setting.group_key), setting)
+        setting = parse_setting(obj, default_namespace, secret_names)
+        return _Entry((setting.namespace, setting.group_key), setting, generation, status)
     except SettingError as error:
         # Still file the error under its group, if it names one, so its pods hear about it.
         spec = obj.get("spec") if isinstance(obj, dict) else None
         group = spec.get("group") if isinstance(spec, dict) else None
         namespace = _ref(obj, default_namespace).split("/", 1)[0]
         key = (namespace, escape_group(group)) if isinstance(group, str) and group else None
-        return _Entry(key, error)
+        return _Entry(key, error, generation, status)
 
 
 class SettingsIndex:
-    def __init__(self, default_namespace: str = "hub") -> None:
+    def __init__(
+        self, default_namespace: str = "hub", secret_names: frozenset[str] = LOGIN_NAMES
+    ) -> None:
+        """`secret_names`: the configured login names (Config.login_names), whose values must
+        come from Secrets."""
         self.default_namespace = default_namespace
+        self.secret_names = secret_names
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._refs_by_key: dict[Key, set[str]] = {}
@@ -78,6 +101,29 @@ class SettingsIndex:
         """The settings (namespace/name) that claim this group in this namespace."""
         return set(self._refs_by_key.get((namespace, group_key), ()))
 
+    def readiness(self) -> list[Readiness]:
+        """Each setting's verdict, in the words its status gives: Valid, Invalid (and why), or
+        Conflict (naming the others that claim its group)."""
+        with self._lock:
+            entries = dict(self._entries)
+            refs_by_key = {k: set(v) for k, v in self._refs_by_key.items()}
+        out = []
+        for ref, entry in entries.items():
+            others = sorted(refs_by_key.get(entry.key, set()) - {ref}) if entry.key else []
+            if isinstance(entry.value, SettingError):
+                verdict = (False, "Invalid", str(entry.value))
+            elif others:
+                verdict = (
+                    False,
+                    "Conflict",
+                    f"group {entry.value.group!r} is also claimed by {', '.join(others)}: "
+                    "its pods get none of them until all but one are deleted",
+                )
+            else:
+                verdict = (True, "Valid", f"serving group {entry.value.group!r}")
+            out.append(Readiness(ref, entry.generation, *verdict, entry.status))
+        return out
+
     def conflicts(self) -> int:
         """Groups that more than one setting claims in one namespace."""
         return sum(1 for refs in self._refs_by_key.values() if len(refs) > 1)
@@ -86,7 +132,9 @@ class SettingsIndex:
         """Makes the index hold exactly these objects (a full list from a source)."""
         entries: dict[str, _Entry] = {}
         for obj in objects:
-            entries[_ref(obj, self.default_namespace)] = _entry(obj, self.default_namespace)
+            entries[_ref(obj, self.default_namespace)] = _entry(
+                obj, self.default_namespace, self.secret_names
+            )
         refs_by_key: dict[Key, set[str]] = {}
         for ref, entry in entries.items():
             if entry.key is not None:
@@ -101,7 +149,7 @@ class SettingsIndex:
 
     def upsert(self, obj: Any) -> None:
         ref = _ref(obj, self.default_namespace)
-        entry = _entry(obj, self.default_namespace)
+        entry = _entry(obj, self.default_namespace, self.secret_names)
         with self._lock:
             old = self._entries.get(ref)
             self._entries[ref] = entry

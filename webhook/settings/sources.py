@@ -68,7 +68,7 @@ def load_file(path: Path, index: SettingsIndex) -> None:
         if isinstance(obj, dict) and (obj.get("apiVersion"), obj.get("kind")) in COMPANIONS:
             continue
         try:
-            setting = parse_setting(obj, index.default_namespace)
+            setting = parse_setting(obj, index.default_namespace, index.secret_names)
         except SettingError as e:
             errors.append(f"{where}: {e}")
             continue
