@@ -237,6 +237,17 @@ class Installed:
         stored: dict[str, Any] = r.json()
         return stored
 
+    def trusted_ca(self) -> Path:
+        """The CA bundle the API server trusts for the webhook now (certificate tests rotate
+        it), as a file."""
+        config = self.cp.request(
+            "GET",
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/mlflow-webhook",
+        ).json()
+        path = self.cert_dir / "trusted-now.crt"
+        path.write_bytes(base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"]))
+        return path
+
     def apply(self, manifest: str | list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
         text = manifest if isinstance(manifest, str) else yaml.safe_dump_all(manifest)
         return self.cp.kubectl("apply", "-f", "-", input=text, check=False)

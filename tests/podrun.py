@@ -85,7 +85,7 @@ def run_container(
     name: str,
     objects: list[Manifest],
     folders: dict[str, Path],
-    termination_log: Path,
+    termination_log: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Runs init or regular container `name`; paths under its mounts are mapped to the folders."""
     spec = pod["spec"]
@@ -102,7 +102,8 @@ def run_container(
 
     command = [host(a) for a in container["command"] + container.get("args", [])]
     command[0] = shutil.which(command[0]) or command[0]
-    command += ["--termination-message-path", str(termination_log)]
+    if termination_log is not None:  # copy-artifacts' own stand-in for /dev/termination-log
+        command += ["--termination-message-path", str(termination_log)]
     # A path the container reads from one of its mounts (a CA bundle) is that folder here.
     env = {
         "PATH": os.environ["PATH"],

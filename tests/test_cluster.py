@@ -471,7 +471,7 @@ def test_with_the_webhook_down_notebooks_start_and_deployments_are_refused(
         assert deployment.status_code == 500
         assert 'failed calling webhook "models.mlflow.primehub.io"' in deployment.json()["message"]
     finally:
-        installed.webhook.start(installed.ca_file)
+        installed.webhook.start(installed.trusted_ca())
     assert installed.create(pod_file("deployment", unique=True), dry_run=True).status_code == 201
     notebook = installed.create(pod_file("notebook", unique=True), dry_run=True).json()
     assert "mlflow.primehub.io/injected" in notebook["metadata"]["annotations"]

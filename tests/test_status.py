@@ -14,6 +14,7 @@ import requests
 from tests.cluster import Installed
 from tests.procs import free_port, wait_until
 from tests.webhookproc import WebhookProcess
+from webhook.tls import make_ca, make_serving_cert
 
 pytestmark = pytest.mark.cluster
 NS = "status"
@@ -43,12 +44,18 @@ def ready(installed: Installed, name: str) -> tuple[str, str, str] | None:
 
 @pytest.fixture
 def two_servers(installed: Installed, tmp_path: Path) -> Iterator[list[WebhookProcess]]:
-    """The session's webhook stopped; two others, the first with a stricter configuration."""
+    """The session's webhook stopped; two others (not called by the API server: they only
+    write status), the first with a stricter configuration."""
     installed.webhook.stop()
     (tmp_path / "strict.yaml").write_text(STRICT)
+    ca = make_ca("status-test-ca")
+    pair = make_serving_cert(ca, ["127.0.0.1"])
+    (tmp_path / "tls.crt").write_bytes(pair.cert_pem())
+    (tmp_path / "tls.key").write_bytes(pair.key_pem())
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem())
     servers = [
         WebhookProcess(
-            installed.cert_dir,
+            tmp_path,
             free_port(),
             tmp_path / f"webhook-{i}.log",
             ["--cluster", f"--kubeconfig={installed.cp.webhook_kubeconfig}"],
@@ -57,7 +64,7 @@ def two_servers(installed: Installed, tmp_path: Path) -> Iterator[list[WebhookPr
         for i in range(2)
     ]
     try:
-        servers[0].start(installed.ca_file)
+        servers[0].start(tmp_path / "ca.crt")
         # The first holds the Lease before the second starts: its verdicts are the ones written.
         wait_until(
             lambda: (
@@ -70,12 +77,12 @@ def two_servers(installed: Installed, tmp_path: Path) -> Iterator[list[WebhookPr
             30,
             "the status lease",
         )
-        servers[1].start(installed.ca_file)
+        servers[1].start(tmp_path / "ca.crt")
         yield servers
     finally:
         for s in servers:
             s.stop()
-        installed.webhook.start(installed.ca_file)
+        installed.webhook.start(installed.trusted_ca())
 
 
 def test_ready_and_its_reason_follow_the_settings_and_one_server_writes(

@@ -1,4 +1,4 @@
-"""`mlflow-webhook`: serve, preview, copy-artifacts, import-primehub, certs."""
+"""`mlflow-webhook`: serve, preview, copy-artifacts, check, import-primehub, certs."""
 
 from __future__ import annotations
 
@@ -169,6 +169,13 @@ def _import_primehub(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from webhook.doctor import run
+
+    logging.basicConfig(level=logging.ERROR)
+    return run(args.model)
+
+
 def _certs(args: argparse.Namespace) -> int:
     from webhook.certs import CertPolicy, ensure
     from webhook.serve import kube_client
@@ -321,6 +328,13 @@ def parser() -> argparse.ArgumentParser:
     )
     i.add_argument("--namespace", default="hub", help="where the objects go (default hub)")
     i.set_defaults(func=_import_primehub)
+
+    d = sub.add_parser(
+        "check",
+        help="check a group's MLflow setting as its pods use it (run it in a pod of the group)",
+    )
+    d.add_argument("--model", help="also resolve this models:/ URI and list its artifacts")
+    d.set_defaults(func=_check)
 
     k = sub.add_parser("certs", help="keep the webhook's certificates (self-managed install)")
     ksub = k.add_subparsers(dest="action", required=True)
