@@ -12,11 +12,14 @@ import os
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+from cryptography import x509
 
 from tests.procs import free_port, wait_until
 from tests.scenarios import hostile_clients
@@ -228,5 +231,57 @@ def test_huge_distinct_labels_do_not_grow_a_worker(certs: Path, tmp_path: Path) 
             assert "primehub.io/group is not a valid label value" in answer["warnings"][0]
         grown = rss_mib(worker) - before
         assert grown < 32, f"a worker grew by {grown:.0f} MiB"  # it was 250 MiB
+    finally:
+        webhook.stop()
+
+
+def test_the_settings_file_is_reloaded_and_a_bad_one_keeps_the_last_good(
+    certs: Path, tmp_path: Path
+) -> None:
+    settings = tmp_path / "settings.yaml"
+    settings.write_text((ROOT / "examples" / "settings.yaml").read_text())
+    webhook = WebhookProcess(
+        certs,
+        free_port(),
+        tmp_path / "serve.log",
+        ["--settings-file", str(settings)],
+        ["--shutdown-delay=0", "--log-level=info"],
+    )
+    webhook.start(certs / "ca.crt")
+    review = json.loads(REVIEW)
+    review["request"]["object"]["metadata"]["labels"]["primehub.io/group"] = "escaped-newteam"
+
+    def answer() -> dict[str, Any]:
+        conn = connect(webhook.port, certs)
+        conn.request("POST", "/mutate", json.dumps(review), {"Content-Type": "application/json"})
+        result: dict[str, Any] = json.loads(conn.getresponse().read())["response"]
+        conn.close()
+        return result
+
+    try:
+        assert "no MLflowSetting for group 'newteam'" in answer()["warnings"][0]
+        with settings.open("a") as f:
+            f.write(
+                "---\napiVersion: mlflow.primehub.io/v1alpha1\nkind: MLflowSetting\n"
+                "metadata: {name: newteam, namespace: hub}\n"
+                "spec: {group: newteam, trackingUri: 'http://mlflow.newteam:5000'}\n"
+            )
+        # Every worker reloads: ten answers in a row come from the new file.
+        wait_until(lambda: all("patch" in answer() for _ in range(10)), 15, "the new group")
+        settings.write_text("kind: MlflowSetting\n")  # a bad edit
+        wait_until(lambda: "cannot be used" in (tmp_path / "serve.log").read_text(), 15, "refusal")
+        assert all("patch" in answer() for _ in range(10))  # the last good settings stay
+        text = requests.get(f"{webhook.url}/metrics", verify=certs / "ca.crt", timeout=5).text
+        values = {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in text.splitlines()
+            if line.startswith("mlflow_webhook_") and " " in line
+        }
+        assert values["mlflow_webhook_settings_reload_errors_total"] >= 1
+        assert values["mlflow_webhook_ready"] == 1
+        assert abs(values["mlflow_webhook_settings_last_sync_timestamp_seconds"] - time.time()) < 60
+        cert = x509.load_pem_x509_certificate((certs / "tls.crt").read_bytes())
+        expiry = values["mlflow_webhook_certificate_expiry_timestamp_seconds"]
+        assert expiry == cert.not_valid_after_utc.timestamp()
     finally:
         webhook.stop()

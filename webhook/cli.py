@@ -75,6 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
             config=config,
             cert_file=cert,
             key_file=key,
+            settings_file=args.settings_file,
             kubeconfig=args.kubeconfig,
             watch_namespace=args.watch_namespace,
             host=args.host,

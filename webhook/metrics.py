@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -53,7 +54,36 @@ class Metrics:
             registry=own,
             multiprocess_mode="livemax",
         )
+        # Timestamps, not ages (an alert computes time() - x); "livemin": the worst worker.
+        self.last_sync = Gauge(
+            "mlflow_webhook_settings_last_sync_timestamp_seconds",
+            "When this process last knew its settings to be current (a list, a watch event, "
+            "a file load)",
+            registry=own,
+            multiprocess_mode="livemin",
+        )
+        # Server-wide values, set by whichever worker is scraped: the most recent one counts.
+        self.certificate_expiry = Gauge(
+            "mlflow_webhook_certificate_expiry_timestamp_seconds",
+            "When the serving certificate expires",
+            registry=own,
+            multiprocess_mode="livemostrecent",
+        )
+        self.ready = Gauge(
+            "mlflow_webhook_ready",
+            "1 while the server answers correctly (as /readyz), else 0",
+            registry=own,
+            multiprocess_mode="livemostrecent",
+        )
+        self.reload_errors = Counter(
+            "mlflow_webhook_settings_reload_errors",
+            "Changes of the settings file that could not be used (the last good one stays)",
+            registry=own,
+        )
+        self.scrape_hooks: list[Callable[[], None]] = []  # run before each scrape
 
     def render(self) -> bytes:
+        for hook in self.scrape_hooks:
+            hook()
         assert self.registry is not None
         return generate_latest(self.registry)

@@ -34,7 +34,7 @@ from gunicorn.arbiter import Arbiter
 from webhook.config import Config
 from webhook.runstate import RunState, WorkerState
 from webhook.settings.index import SettingsIndex
-from webhook.tls import ReloadingContext
+from webhook.tls import ReloadingContext, not_after
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class ServeOptions:
     config: Config
     cert_file: Path
     key_file: Path
+    settings_file: Path | None = None  # reloaded when it changes (None: the cluster source)
     kubeconfig: Path | None = None
     watch_namespace: str | None = None
     host: str = "127.0.0.1"
@@ -85,14 +86,32 @@ def build_app(opts: ServeOptions, shared: Shared) -> Loaded:
     from webhook.server import create_app
 
     metrics = Metrics()
+    metrics.scrape_hooks += [
+        lambda: metrics.ready.set(1 if shared.runstate.ready() else 0),
+        lambda: metrics.certificate_expiry.set(not_after(opts.cert_file)),
+    ]
     if shared.index is not None:
         app = create_app(shared.index, opts.config, _Health(shared.runstate, _always), metrics)
+        metrics.last_sync.set(time.time())  # the master loaded the file a moment ago
+        if opts.settings_file is not None:
+            from webhook.settings.sources import FileWatcher
+
+            def reloaded(ok: bool) -> None:
+                if ok:
+                    metrics.last_sync.set(time.time())
+                    app.extensions["refresh_settings_gauges"]()
+                else:
+                    metrics.reload_errors.inc()
+
+            FileWatcher(opts.settings_file, shared.index, reloaded).start()
         return Loaded(app, _always)
     from webhook.settings.sources import ClusterWatcher
 
     index = SettingsIndex(opts.config.default_namespace, opts.config.login_names)
     client = kube_client(opts.kubeconfig)
-    watcher = ClusterWatcher(index, client, opts.watch_namespace)
+    watcher = ClusterWatcher(
+        index, client, opts.watch_namespace, on_sync=lambda: metrics.last_sync.set(time.time())
+    )
     app = create_app(index, opts.config, _Health(shared.runstate, watcher.ready.wait), metrics)
     changed = [app.extensions["refresh_settings_gauges"]]
     stop: Callable[[], None] = _nothing

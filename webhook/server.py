@@ -83,11 +83,13 @@ def create_app(
             req = parse_review(request.get_data(cache=False))
         except BadReview as e:
             _log(None, None, "bad-request", start, reason=str(e))
+            metrics.requests.labels("bad-request", "none").inc()
             return _json({"error": str(e)}, 400)
         if not req.is_pod_create:
             decision = Decision(True, "ignored")
         elif not health.wait_synced(SYNC_WAIT):
             _log(req, None, "not-ready", start)
+            metrics.requests.labels("not-ready", "none").inc()
             return _json({"error": "the MLflow settings are not loaded yet; try again"}, 503)
         else:
             try:

@@ -114,6 +114,15 @@ def remaining(cert: x509.Certificate) -> datetime.timedelta:
     return cert.not_valid_after_utc - _now()
 
 
+def not_after(cert_file: Path) -> float:
+    """When the certificate in the file expires (a Unix time); 0 when it cannot be read."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    except (OSError, ValueError):
+        return 0.0
+    return cert.not_valid_after_utc.timestamp()
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)

@@ -83,6 +83,7 @@ class SettingsIndex:
         come from Secrets."""
         self.default_namespace = default_namespace
         self.secret_names = secret_names
+        self.source_stamp: Any = None  # which version of a settings file this holds
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._refs_by_key: dict[Key, set[str]] = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,10 +58,20 @@ def read_file(path: Path) -> list[tuple[str, Any]]:
     return found
 
 
+def file_stamp(path: Path) -> tuple[float, int, int] | None:
+    """What changes when the file does (a kubelet replaces a ConfigMap's file: a new inode)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size, st.st_ino)
+
+
 def load_file(path: Path, index: SettingsIndex) -> None:
     """Fills the index from a file. Every document must be a valid MLflowSetting (or a Secret or
     ConfigMap, skipped), with a name no other document has, and there must be one at least:
     anything else stops start-up with every problem named, and nothing is loaded."""
+    stamp = file_stamp(path)  # before reading: a change meanwhile is read again later
     errors: list[str] = []
     settings: list[Any] = []
     seen: dict[str, str] = {}
@@ -82,6 +93,7 @@ def load_file(path: Path, index: SettingsIndex) -> None:
     if errors:
         raise SourceError(f"{path}:\n  " + "\n  ".join(errors))
     index.replace_all(settings)
+    index.source_stamp = stamp
 
 
 class ClusterWatcher:
@@ -94,6 +106,7 @@ class ClusterWatcher:
         api_client: Any,
         namespace: str | None = None,
         on_change: Callable[[], None] = lambda: None,
+        on_sync: Callable[[], None] = lambda: None,
         watch_timeout: int = 300,
     ) -> None:
         from kubernetes import client
@@ -102,6 +115,7 @@ class ClusterWatcher:
         self.api = client.CustomObjectsApi(api_client)
         self.namespace = namespace
         self.on_change = on_change
+        self.on_sync = on_sync  # the settings are known to be current (a list, an event)
         self.watch_timeout = watch_timeout
         self.ready = threading.Event()
         self._stop = threading.Event()
@@ -137,6 +151,7 @@ class ClusterWatcher:
         result = call(**args)
         self.index.replace_all(result.get("items") or [])
         self.on_change()
+        self.on_sync()
         self.ready.set()
         log.info("listed %d MLflowSettings", len(self.index))
         return str(result["metadata"]["resourceVersion"])
@@ -158,6 +173,7 @@ class ClusterWatcher:
                 ):
                     obj, kind = event["object"], event["type"]
                     version = obj.get("metadata", {}).get("resourceVersion") or version
+                    self.on_sync()  # bookmarks too: the watch is alive and current
                     if kind in ("ADDED", "MODIFIED"):
                         self.index.upsert(obj)
                     elif kind == "DELETED":
@@ -167,12 +183,52 @@ class ClusterWatcher:
                     self.on_change()
                     if self._stop.is_set():
                         return
+                self.on_sync()  # the server ended the watch in order: nothing was missed
             except ApiException as e:
                 if e.status == 410:  # the client turns an expired version into this
                     return
                 raise
             finally:
                 stream.stop()
+
+
+class FileWatcher:
+    """Reloads the settings file when it changes (checked every `every` seconds): a good new
+    file replaces the settings at once, a bad one is refused with an error logged, and the last
+    good settings stay."""
+
+    def __init__(
+        self,
+        path: Path,
+        index: SettingsIndex,
+        on_reload: Callable[[bool], None],
+        every: float = 1.0,
+    ) -> None:
+        self.path, self.index, self.on_reload, self.every = path, index, on_reload, every
+        self._stamp = index.source_stamp  # the version the index holds, read by the master
+        self._thread = threading.Thread(target=self._run, name="settings-file", daemon=True)
+
+    def start(self) -> FileWatcher:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.every)
+            stamp = file_stamp(self.path)
+            if stamp == self._stamp or stamp is None:
+                continue
+            self._stamp = stamp
+            try:
+                load_file(self.path, self.index)
+            except SourceError as e:
+                log.error(
+                    "settings file changed but cannot be used; keeping the last good one: %s", e
+                )
+                self.on_reload(False)
+                continue
+            log.info("reloaded %d MLflowSettings from %s", len(self.index), self.path)
+            self.on_reload(True)
 
 
 def _short(error: Exception) -> str:

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The CRDs of the projects our overlays use, as those projects ship them inside their Go modules
+# (fetched from the Go module proxy, like the control plane): cert-manager's and the Prometheus
+# operator's. Cached in $CRDS_CACHE (default ~/.cache/primehub-mlflow-webhook/crds/); prints the
+# folder, which holds one file per CRD.
+set -euo pipefail
+cache=${CRDS_CACHE:-$HOME/.cache/primehub-mlflow-webhook/crds}
+modules=(
+  "github.com/cert-manager/cert-manager@v1.19.2 deploy/crds cert-manager.io_issuers.yaml cert-manager.io_certificates.yaml"
+  "github.com/prometheus-operator/prometheus-operator@v0.85.0 example/prometheus-operator-crd monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml"
+)
+out="$cache/$(printf '%s\n' "${modules[@]}" | sha256sum | cut -c1-12)"
+if [ ! -d "$out" ]; then
+  tmp=$(mktemp -d)
+  for entry in "${modules[@]}"; do
+    read -r module folder files <<<"$entry"
+    dir=$(cd "$tmp" && GOFLAGS=-mod=mod go mod download -json "$module" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    [ -n "$dir" ] || { echo "cannot download $module" >&2; exit 1; }
+    for f in $files; do cp "$dir/$folder/$f" "$tmp/"; done
+  done
+  mkdir -p "$cache" && rm -rf "$out.tmp" && mkdir "$out.tmp" && mv "$tmp"/*.yaml "$out.tmp/" && mv "$out.tmp" "$out"
+  rm -rf "$tmp"
+fi
+echo "$out"
