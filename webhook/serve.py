@@ -16,6 +16,7 @@ connections, finish what is in flight, and exit. A second SIGTERM (or SIGINT) st
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import math
 import os
@@ -244,6 +245,13 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         _Arbiter(self).run()
 
 
+def _release_free_memory() -> None:
+    """glibc keeps freed heap pages (here: parsing thousands of settings); a forked worker would
+    count them as its own resident memory."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True
@@ -258,6 +266,11 @@ def serve(opts: ServeOptions, index: SettingsIndex | None = None, load: Loader =
     own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if own_metrics_dir:  # the workers' metric files; outlives every worker
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlflow-webhook-")
+    # What every worker imports, imported once here (after the metrics folder is known): the
+    # workers share these pages, and the parse's garbage goes back to the system before the fork.
+    import webhook.server  # noqa: F401
+
+    _release_free_memory()
     try:
         try:
             server = GunicornServer(opts, Shared(RunState(), index), load)

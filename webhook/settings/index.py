@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,13 +58,18 @@ def _ref(obj: Any, default_namespace: str) -> str:
     return f"{meta.get('namespace') or default_namespace}/{meta.get('name') or '?'}"
 
 
-def _entry(obj: Any, default_namespace: str, secret_names: frozenset[str]) -> _Entry:
+def _entry(
+    obj: Any,
+    default_namespace: str,
+    secret_names: frozenset[str],
+    parsed: MLflowSetting | None = None,
+) -> _Entry:
     meta = obj.get("metadata") if isinstance(obj, dict) else None
     found = meta.get("generation") if isinstance(meta, dict) else None
     generation = found if isinstance(found, int) else 0
     status = obj.get("status") if isinstance(obj, dict) else None
     try:
-        setting = parse_setting(obj, default_namespace, secret_names)
+        setting = parsed or parse_setting(obj, default_namespace, secret_names)
         return _Entry((setting.namespace, setting.group_key), setting, generation, status)
     except SettingError as error:
         # Still file the error under its group, if it names one, so its pods hear about it.
@@ -73,6 +78,11 @@ def _entry(obj: Any, default_namespace: str, secret_names: frozenset[str]) -> _E
         namespace = _ref(obj, default_namespace).split("/", 1)[0]
         key = (namespace, escape_group(group)) if isinstance(group, str) and group else None
         return _Entry(key, error, generation, status)
+
+
+def _nones() -> Iterator[None]:
+    while True:
+        yield None
 
 
 class SettingsIndex:
@@ -129,12 +139,16 @@ class SettingsIndex:
         """Groups that more than one setting claims in one namespace."""
         return sum(1 for refs in self._refs_by_key.values() if len(refs) > 1)
 
-    def replace_all(self, objects: Iterable[Any]) -> None:
-        """Makes the index hold exactly these objects (a full list from a source)."""
+    def replace_all(
+        self, objects: Iterable[Any], parsed: Iterable[MLflowSetting] | None = None
+    ) -> None:
+        """Makes the index hold exactly these objects (a full list from a source); `parsed`:
+        the settings already parsed from them, in the same order, when the caller has them."""
         entries: dict[str, _Entry] = {}
-        for obj in objects:
+        found: Iterable[MLflowSetting | None] = parsed if parsed is not None else _nones()
+        for obj, setting in zip(objects, found, strict=False):
             entries[_ref(obj, self.default_namespace)] = _entry(
-                obj, self.default_namespace, self.secret_names
+                obj, self.default_namespace, self.secret_names, setting
             )
         refs_by_key: dict[Key, set[str]] = {}
         for ref, entry in entries.items():

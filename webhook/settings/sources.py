@@ -17,7 +17,7 @@ import yaml
 
 from webhook import API_GROUP, API_VERSION, KIND, PLURAL
 from webhook.settings.index import SettingsIndex
-from webhook.settings.model import SettingError, parse_setting
+from webhook.settings.model import MLflowSetting, SettingError, parse_setting
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def load_file(path: Path, index: SettingsIndex) -> None:
     stamp = file_stamp(path)  # before reading: a change meanwhile is read again later
     errors: list[str] = []
     settings: list[Any] = []
+    parsed: list[MLflowSetting] = []
     seen: dict[str, str] = {}
     for where, obj in read_file(path):
         if isinstance(obj, dict) and (obj.get("apiVersion"), obj.get("kind")) in COMPANIONS:
@@ -88,11 +89,12 @@ def load_file(path: Path, index: SettingsIndex) -> None:
             continue
         seen[setting.ref] = where
         settings.append(obj)
+        parsed.append(setting)
     if not settings and not errors:
         errors.append(f"holds no {KIND}")
     if errors:
         raise SourceError(f"{path}:\n  " + "\n  ".join(errors))
-    index.replace_all(settings)
+    index.replace_all(settings, parsed)
     index.source_stamp = stamp
 
 
