@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.procs import BIN, free_port, running, stop, wait_until
 from tests.webhookproc import WebhookProcess
+from webhook.kube import Api, from_kubeconfig
 from webhook.tls import make_ca, make_serving_cert
 
 ROOT = Path(__file__).parent.parent
@@ -53,10 +54,9 @@ class ControlPlane:
             headers={"Authorization": f"Bearer {self.admin_token}"},
         )
 
-    def client(self, kubeconfig: Path | None = None) -> Any:
-        from kubernetes import config
-
-        return config.new_client_from_config(str(kubeconfig or self.kubeconfig))
+    def client(self, kubeconfig: Path | None = None) -> Api:
+        """The webhook's own API client, with the credentials of that kubeconfig."""
+        return Api(from_kubeconfig(kubeconfig or self.kubeconfig))
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True

@@ -28,6 +28,7 @@ from tests.scenarios import scenario_pod
 from tests.settings_table import SECRET, TABLE
 from tests.settings_table import setting as table_setting
 from webhook.config import Config
+from webhook.kube import ApiError
 from webhook.pods import route
 from webhook.settings.crd import render
 from webhook.settings.model import SettingError, parse_setting
@@ -252,19 +253,12 @@ def test_other_pods_namespaces_and_opt_outs_are_untouched(installed: Installed) 
 
 
 def test_the_webhook_identity_reads_settings_but_no_secrets(installed: Installed) -> None:
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
-
-    api = client.CustomObjectsApi(installed.cp.client(installed.cp.webhook_kubeconfig))
-    found = api.list_cluster_custom_object("mlflow.primehub.io", "v1alpha1", "mlflowsettings")
-    assert len(found["items"]) >= 3
-    core = client.CoreV1Api(installed.cp.client(installed.cp.webhook_kubeconfig))
-    for call in (
-        lambda: core.read_namespaced_secret("research-mlflow-login", "hub"),
-        lambda: core.list_secret_for_all_namespaces(),
-    ):
-        with pytest.raises(ApiException) as e:
-            call()
+    api = installed.cp.client(installed.cp.webhook_kubeconfig)
+    found = api.call("GET", "/apis/mlflow.primehub.io/v1alpha1/mlflowsettings")
+    assert found is not None and len(found["items"]) >= 3
+    for path in ("/api/v1/namespaces/hub/secrets/research-mlflow-login", "/api/v1/secrets"):
+        with pytest.raises(ApiError) as e:
+            api.call("GET", path)
         assert e.value.status == 403
 
 

@@ -23,8 +23,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from webhook.kube import Api as _Api
-from webhook.kube import Conflict
+from webhook.kube import Api, Conflict
 from webhook.tls import KeyPair, load_pair, make_ca, make_serving_cert, remaining
 
 log = logging.getLogger(__name__)
@@ -121,7 +120,7 @@ def _issue(ca: KeyPair, hosts: list[str], policy: CertPolicy, bundle: bytes) -> 
 
 
 def ensure(
-    api_client: Any,
+    api: Api,
     namespace: str,
     secret: str,
     service: str,
@@ -132,7 +131,6 @@ def ensure(
     ca_secret: str = "mlflow-webhook-ca",
 ) -> str:
     """One run of the certificate keeper; returns what it did, in words."""
-    api = _Api(api_client)
     hosts = hosts_for(service, namespace, extra_hosts)
     path = f"/api/v1/namespaces/{namespace}/secrets"
     for _ in range(10):
@@ -173,7 +171,7 @@ def _data(obj: dict[str, Any] | None) -> Data:
 
 
 def _write(
-    api: _Api, namespace: str, name: str, current: dict[str, Any] | None, data: Data, kind: str
+    api: Api, namespace: str, name: str, current: dict[str, Any] | None, data: Data, kind: str
 ) -> None:
     """Creates or replaces (with its resourceVersion: optimistic concurrency) a Secret's data."""
     path = f"/api/v1/namespaces/{namespace}/secrets"
@@ -190,13 +188,13 @@ def _write(
         api.call("PUT", f"{path}/{name}", body)
 
 
-def _publish_bundle(api: _Api, name: str, bundle: bytes) -> None:
+def _publish_bundle(api: Api, name: str, bundle: bytes) -> None:
     """Into the mutating configuration (required) and the validating one (if installed)."""
     for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
         _publish_to(api, kind, name, bundle, required=kind.startswith("mutating"))
 
 
-def _publish_to(api: _Api, kind: str, name: str, bundle: bytes, required: bool) -> None:
+def _publish_to(api: Api, kind: str, name: str, bundle: bytes, required: bool) -> None:
     path = f"/apis/admissionregistration.k8s.io/v1/{kind}/{name}"
     encoded = base64.b64encode(bundle).decode()
     for _ in range(10):

@@ -22,20 +22,15 @@ class CliError(Exception):
 
 
 def _cluster_reachable_in_principle(kubeconfig: Path | None) -> None:
-    """What can be checked before the workers start, without importing the Kubernetes client
-    into the master (the workers import it after gevent patches the standard library)."""
-    if kubeconfig is not None:
-        try:
-            config = yaml.safe_load(kubeconfig.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            why = getattr(e, "strerror", None) or str(e).splitlines()[0]
-            raise CliError(f"--kubeconfig {kubeconfig}: {why}") from None
-        if not isinstance(config, dict) or not config.get("clusters"):
-            raise CliError(f"--kubeconfig {kubeconfig}: names no cluster")
-        return
-    token = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
-    if not os.environ.get("KUBERNETES_SERVICE_HOST") or not token.exists():
-        raise CliError("--cluster: not running in a cluster; give --kubeconfig FILE")
+    """What can be checked before the workers start: credentials for a cluster."""
+    from webhook.kube import ConfigError, credentials
+
+    try:
+        creds = credentials(kubeconfig)
+    except ConfigError as e:
+        raise CliError(f"--cluster: {e}") from None
+    if not creds.server:
+        raise CliError(f"--kubeconfig {kubeconfig}: names no cluster server")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -179,13 +174,18 @@ def _check(args: argparse.Namespace) -> int:
 
 def _certs(args: argparse.Namespace) -> int:
     from webhook.certs import CertPolicy, ensure
+    from webhook.kube import ConfigError
     from webhook.serve import kube_client
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     policy = CertPolicy(ca_days=args.ca_days, days=args.days)
+    try:
+        api = kube_client(args.kubeconfig)
+    except ConfigError as e:
+        raise CliError(str(e)) from None
     print(
         ensure(
-            kube_client(args.kubeconfig),
+            api,
             args.namespace,
             args.secret,
             args.service,

@@ -1,21 +1,141 @@
-"""Raw JSON calls to the API server through the Kubernetes client: objects stay plain dicts, so
-fields this code does not know survive a read-modify-write."""
+"""The few Kubernetes API calls the webhook makes (list and watch MLflowSettings, PATCH their
+status, a Lease, the certificate keeper's Secrets), as plain JSON over `requests`.
+
+Why not the official client: importing it loads every model class of the API, about 60 MB per
+process, for calls that need none of them; and objects stay plain dicts here, so fields this code
+does not know survive a read-modify-write.
+
+Nothing here imports `requests` before an Api is made (see Api.__init__).
+
+Credentials: in a pod, the ServiceAccount's token (read again as the kubelet rotates it) and CA;
+with `--kubeconfig`, its current context's server, CA and a token or client certificate.
+(Kubeconfigs that log in through exec or auth-provider plugins are not supported.)
+"""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 class Conflict(Exception):
-    pass
+    """HTTP 409: someone else wrote first (optimistic concurrency)."""
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class ConfigError(ValueError):
+    """No usable cluster credentials; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    server: str
+    verify: str | bool  # a CA bundle file, or True (system CAs), or False (insecure)
+    token: str | None = None
+    token_file: Path | None = None
+    cert: tuple[str, str] | None = None  # client certificate and key files
+
+    def bearer(self) -> str | None:
+        if self.token_file is not None:
+            return self.token_file.read_text().strip()  # rotated by the kubelet
+        return self.token
+
+
+def in_cluster() -> Credentials:
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port or not (SERVICE_ACCOUNT / "token").exists():
+        raise ConfigError("not running in a cluster (no service account); give --kubeconfig")
+    host = f"[{host}]" if ":" in host else host
+    return Credentials(
+        f"https://{host}:{port}",
+        str(SERVICE_ACCOUNT / "ca.crt"),
+        token_file=SERVICE_ACCOUNT / "token",
+    )
+
+
+def from_kubeconfig(path: Path) -> Credentials:
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: not a kubeconfig")
+
+    def named(kind: str, name: Any) -> dict[str, Any]:
+        for item in config.get(kind) or []:
+            if isinstance(item, dict) and item.get("name") == name:
+                return dict(item.get(kind[:-1]) or {})
+        raise ConfigError(f"{path}: no {kind[:-1]} {name!r}")
+
+    context = named("contexts", config.get("current-context"))
+    cluster, user = named("clusters", context.get("cluster")), named("users", context.get("user"))
+    if "exec" in user or "auth-provider" in user:
+        raise ConfigError(f"{path}: login plugins (exec, auth-provider) are not supported")
+    files = Path(tempfile.mkdtemp(prefix="mlflow-webhook-kube-"))
+
+    def file_of(section: dict[str, Any], key: str) -> str | None:
+        """A file the kubeconfig names (relative to it), or its inline -data written to one."""
+        if section.get(f"{key}-data"):
+            target = files / key
+            target.write_bytes(base64.b64decode(section[f"{key}-data"]))
+            return str(target)
+        value = section.get(key)
+        return str(path.parent / value) if value else None
+
+    ca = file_of(cluster, "certificate-authority")
+    cert, key = file_of(user, "client-certificate"), file_of(user, "client-key")
+    verify: str | bool = False if cluster.get("insecure-skip-tls-verify") else (ca or True)
+    token_file = user.get("tokenFile")
+    return Credentials(
+        str(cluster.get("server") or ""),
+        verify,
+        token=user.get("token"),
+        token_file=path.parent / token_file if token_file else None,
+        cert=(cert, key) if cert and key else None,
+    )
+
+
+def credentials(kubeconfig: Path | None) -> Credentials:
+    return from_kubeconfig(kubeconfig) if kubeconfig is not None else in_cluster()
 
 
 class Api:
-    """Raw JSON reads and writes through the kubernetes client (no typed models)."""
+    """JSON in, JSON out; a GET of what does not exist is None, a 409 is Conflict, any other
+    error is ApiError with its status."""
 
-    def __init__(self, api_client: Any) -> None:
-        self.client = api_client
+    def __init__(self, creds: Credentials, timeout: float = 30) -> None:
+        # Here, not at the top: requests (urllib3) binds ssl.SSLContext when imported, so it is
+        # imported only in the worker processes, after gevent patched the standard library.
+        import requests
+
+        self.creds, self.timeout = creds, timeout
+        self.session = requests.Session()
+        self.session.verify = creds.verify
+        self.session.cert = creds.cert
+        self.session.trust_env = False  # no proxy between us and the API server
+
+    def _headers(self, content_type: str) -> dict[str, str]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        token = self.creds.bearer()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
 
     def call(
         self,
@@ -23,27 +143,49 @@ class Api:
         path: str,
         body: Any = None,
         content_type: str = "application/json",
-        query: list[tuple[str, str]] | None = None,
+        query: list[tuple[str, str]] | dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
-        """The object as JSON; None for a GET of what does not exist; Conflict on 409."""
-        from kubernetes.client.rest import ApiException
-
-        try:
-            resp = self.client.call_api(
-                path,
-                method,
-                body=body,
-                query_params=query or [],
-                header_params={"Content-Type": content_type, "Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-            )
-        except ApiException as e:
-            if e.status == 404 and method == "GET":
-                return None
-            if e.status == 409:
-                raise Conflict(path) from None
-            raise
-        result: dict[str, Any] = json.loads(resp.data)
+        reply = self.session.request(
+            method,
+            self.creds.server + path,
+            data=None if body is None else json.dumps(body),
+            params=query,
+            headers=self._headers(content_type),
+            timeout=self.timeout,
+        )
+        if reply.status_code == 404 and method == "GET":
+            return None
+        if reply.status_code == 409:
+            raise Conflict(path)
+        if reply.status_code >= 400:
+            raise ApiError(reply.status_code, _message(reply))
+        result: dict[str, Any] = reply.json()
         return result
+
+    def watch(self, path: str, query: dict[str, Any], timeout: float) -> Iterator[dict[str, Any]]:
+        """The events of a watch until the server ends it (after `timeout` seconds, say); an
+        ERROR event (such as 410 Gone: the version expired) is raised as ApiError."""
+        with self.session.get(
+            self.creds.server + path,
+            params={**query, "watch": "true", "timeoutSeconds": int(timeout)},
+            headers=self._headers("application/json"),
+            stream=True,
+            timeout=(10, timeout + 30),
+        ) as reply:
+            if reply.status_code >= 400:
+                raise ApiError(reply.status_code, _message(reply))
+            for line in reply.iter_lines(chunk_size=None):
+                if not line:
+                    continue
+                event: dict[str, Any] = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise ApiError(int(status.get("code") or 500), str(status.get("message")))
+                yield event
+
+
+def _message(reply: Any) -> str:
+    try:
+        return str(reply.json().get("message") or reply.reason)[:500]
+    except ValueError:
+        return (reply.text or reply.reason or "")[:500]

@@ -16,7 +16,6 @@ connections, finish what is in flight, and exit. A second SIGTERM (or SIGINT) st
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import math
 import os
@@ -33,6 +32,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from webhook.config import Config
+from webhook.memory import release_free_memory
 from webhook.runstate import RunState, WorkerState
 from webhook.settings.index import SettingsIndex
 from webhook.tls import ReloadingContext, not_after
@@ -150,14 +150,9 @@ class _Health:
 
 
 def kube_client(kubeconfig: Path | None) -> Any:
-    from kubernetes import config
+    from webhook.kube import Api, credentials  # in the worker: see webhook/kube.py
 
-    if kubeconfig is not None:
-        return config.new_client_from_config(str(kubeconfig))
-    config.load_incluster_config()
-    from kubernetes import client
-
-    return client.ApiClient()
+    return Api(credentials(kubeconfig))
 
 
 class _Arbiter(Arbiter):  # type: ignore[misc]
@@ -245,13 +240,6 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         _Arbiter(self).run()
 
 
-def _release_free_memory() -> None:
-    """glibc keeps freed heap pages (here: parsing thousands of settings); a forked worker would
-    count them as its own resident memory."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True
@@ -270,7 +258,7 @@ def serve(opts: ServeOptions, index: SettingsIndex | None = None, load: Loader =
     # workers share these pages, and the parse's garbage goes back to the system before the fork.
     import webhook.server  # noqa: F401
 
-    _release_free_memory()
+    release_free_memory()
     try:
         try:
             server = GunicornServer(opts, Shared(RunState(), index), load)

@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 
 from webhook import API_GROUP, API_VERSION, KIND, PLURAL
+from webhook.kube import Api, ApiError
+from webhook.memory import release_free_memory
 from webhook.settings.index import SettingsIndex
 from webhook.settings.model import MLflowSetting, SettingError, parse_setting
 
@@ -105,20 +107,20 @@ class ClusterWatcher:
     def __init__(
         self,
         index: SettingsIndex,
-        api_client: Any,
+        api: Api,
         namespace: str | None = None,
         on_change: Callable[[], None] = lambda: None,
         on_sync: Callable[[], None] = lambda: None,
         watch_timeout: int = 300,
     ) -> None:
-        from kubernetes import client
-
         self.index = index
-        self.api = client.CustomObjectsApi(api_client)
-        self.namespace = namespace
+        self.api = api
+        where = f"namespaces/{namespace}/" if namespace else ""
+        self.path = f"/apis/{API_GROUP}/{API_VERSION}/{where}{PLURAL}"
         self.on_change = on_change
         self.on_sync = on_sync  # the settings are known to be current (a list, an event)
         self.watch_timeout = watch_timeout
+        self.page_size = 500
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="settings-watch", daemon=True)
@@ -129,12 +131,6 @@ class ClusterWatcher:
 
     def stop(self) -> None:
         self._stop.set()
-
-    def _list_call(self) -> tuple[Callable[..., Any], dict[str, Any]]:
-        args: dict[str, Any] = {"group": API_GROUP, "version": API_VERSION, "plural": PLURAL}
-        if self.namespace:
-            return self.api.list_namespaced_custom_object, {**args, "namespace": self.namespace}
-        return self.api.list_cluster_custom_object, args
 
     def _run(self) -> None:
         delay = 0.5
@@ -149,35 +145,40 @@ class ClusterWatcher:
                 delay = min(delay * 2, 30.0)
 
     def _list(self) -> str:
-        call, args = self._list_call()
-        result = call(**args)
-        self.index.replace_all(result.get("items") or [])
+        """All settings, in pages (so a large list never sits in memory whole), each object
+        cut to what the index keeps; returns the list's resourceVersion to watch from."""
+        objects: list[dict[str, Any]] = []
+        token = None
+        while True:
+            query: dict[str, Any] = {"limit": self.page_size}
+            if token:
+                query["continue"] = token
+            page = self.api.call("GET", self.path, query=query) or {}
+            objects.extend(_slim(o) for o in page.get("items") or [])
+            meta = page.get("metadata") or {}
+            version, token = str(meta["resourceVersion"]), meta.get("continue")
+            del page
+            if not token:
+                break
+        self.index.replace_all(objects)
+        del objects
+        release_free_memory()
         self.on_change()
         self.on_sync()
         self.ready.set()
         log.info("listed %d MLflowSettings", len(self.index))
-        return str(result["metadata"]["resourceVersion"])
+        return version
 
     def _watch(self, version: str) -> None:
-        from kubernetes import watch
-        from kubernetes.client.rest import ApiException
-
-        call, args = self._list_call()
         while not self._stop.is_set():
-            stream = watch.Watch()
+            query = {"resourceVersion": version, "allowWatchBookmarks": "true"}
             try:
-                for event in stream.stream(
-                    call,
-                    **args,
-                    resource_version=version,
-                    timeout_seconds=self.watch_timeout,
-                    allow_watch_bookmarks=True,
-                ):
-                    obj, kind = event["object"], event["type"]
-                    version = obj.get("metadata", {}).get("resourceVersion") or version
+                for event in self.api.watch(self.path, query, self.watch_timeout):
+                    obj, kind = event.get("object") or {}, event.get("type")
+                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
                     self.on_sync()  # bookmarks too: the watch is alive and current
                     if kind in ("ADDED", "MODIFIED"):
-                        self.index.upsert(obj)
+                        self.index.upsert(_slim(obj))
                     elif kind == "DELETED":
                         self.index.delete(obj)
                     else:
@@ -186,12 +187,10 @@ class ClusterWatcher:
                     if self._stop.is_set():
                         return
                 self.on_sync()  # the server ended the watch in order: nothing was missed
-            except ApiException as e:
-                if e.status == 410:  # the client turns an expired version into this
+            except ApiError as e:
+                if e.status == 410:  # the version expired: list again
                     return
                 raise
-            finally:
-                stream.stop()
 
 
 class FileWatcher:
@@ -231,6 +230,19 @@ class FileWatcher:
                 continue
             log.info("reloaded %d MLflowSettings from %s", len(self.index), self.path)
             self.on_reload(True)
+
+
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the index keeps of an object: managedFields and annotations (last-applied
+    configuration, often as large as the object) are dropped."""
+    meta = obj.get("metadata") or {}
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {k: meta[k] for k in ("name", "namespace", "generation") if k in meta},
+        "spec": obj.get("spec"),
+        "status": obj.get("status"),
+    }
 
 
 def _short(error: Exception) -> str:

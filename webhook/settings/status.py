@@ -148,11 +148,9 @@ class StatusWriter:
     """Writes stale statuses while this process holds the lease: at once when the index
     changes (`poke`), and every `every` seconds (to renew the lease and catch up)."""
 
-    def __init__(
-        self, index: SettingsIndex, api_client: Any, namespace: str, every: float = 2.0
-    ) -> None:
+    def __init__(self, index: SettingsIndex, api: Api, namespace: str, every: float = 2.0) -> None:
         self.index = index
-        self.api = Api(api_client)
+        self.api = api
         self.lease = Lease(self.api, namespace, f"{socket.gethostname()}/{os.getpid()}")
         self.every = every
         self._wake = threading.Event()
