@@ -140,10 +140,10 @@ def files(tmp_path: Path) -> Path:
             ["serve", "--settings-file", str(SETTINGS), "--cert-dir", "/proc/none"],
             "--cert-dir /proc/none: cannot make a certificate there",
         ),
-        (["serve", "--cluster"], "--cluster: not running in a cluster; give --kubeconfig FILE"),
+        (["serve", "--cluster"], "--cluster: not running in a cluster (no service account)"),
         (
             ["serve", "--cluster", "--kubeconfig", "{d}/no-cluster.kubeconfig"],
-            "no-cluster.kubeconfig: names no cluster",
+            "no-cluster.kubeconfig: names no current-context (no cluster)",
         ),
         (["preview", "--settings-file", str(SETTINGS), "{d}/missing.yaml"], "No such file"),
         (["preview", "--settings-file", str(SETTINGS), "{d}/not-utf8.yaml"], "not UTF-8"),

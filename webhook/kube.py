@@ -60,7 +60,7 @@ def in_cluster() -> Credentials:
     host = os.environ.get("KUBERNETES_SERVICE_HOST")
     port = os.environ.get("KUBERNETES_SERVICE_PORT")
     if not host or not port or not (SERVICE_ACCOUNT / "token").exists():
-        raise ConfigError("not running in a cluster (no service account); give --kubeconfig")
+        raise ConfigError("not running in a cluster (no service account); give --kubeconfig FILE")
     host = f"[{host}]" if ":" in host else host
     return Credentials(
         f"https://{host}:{port}",
@@ -83,6 +83,8 @@ def from_kubeconfig(path: Path) -> Credentials:
                 return dict(item.get(kind[:-1]) or {})
         raise ConfigError(f"{path}: no {kind[:-1]} {name!r}")
 
+    if not config.get("current-context"):
+        raise ConfigError(f"{path}: names no current-context (no cluster)")
     context = named("contexts", config.get("current-context"))
     cluster, user = named("clusters", context.get("cluster")), named("users", context.get("user"))
     if "exec" in user or "auth-provider" in user:
