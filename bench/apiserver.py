@@ -24,8 +24,7 @@ import requests
 from tests.cluster import ControlPlane, control_plane, install
 from tests.procs import free_port, running, wait_until
 from tests.scenarios import group_namespace, scenario_pod
-from tests.webhookproc import WebhookProcess
-from webhook.tls import make_ca, make_serving_cert
+from tests.webhookproc import WebhookProcess, serving_certs
 
 
 def create_many(cp: ControlPlane, namespace: str, pods: int, concurrency: int) -> list[float]:
@@ -60,12 +59,9 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=12)
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-apiserver-"))
-    for folder in ("cluster", "install", "certs"):
+    for folder in ("cluster", "install"):
         (tmp / folder).mkdir()
-    ca = make_ca("bench-ca")
-    pair = make_serving_cert(ca, ["127.0.0.1"])
-    (tmp / "certs" / "tls.crt").write_bytes(pair.cert_pem())
-    (tmp / "certs" / "tls.key").write_bytes(pair.key_pem())
+    serving_certs(tmp / "certs")
     with control_plane(tmp / "cluster") as cp, install(cp, tmp / "install") as inst:
         inst.webhook.stop()  # the install's replica: its configuration would call it too
         cp.kubectl("delete", "mutatingwebhookconfiguration", "mlflow-webhook")
@@ -83,8 +79,7 @@ def main() -> None:
             ["--shutdown-delay=0"],
         )
         with running(noop, tmp / "noop.log") as noop_proc:
-            ca_file = tmp / "ca.crt"
-            ca_file.write_bytes(ca.cert_pem())
+            ca_file = tmp / "certs" / "ca.crt"
             wait_until(
                 lambda: (
                     requests.get(
@@ -101,7 +96,7 @@ def main() -> None:
                 # The no-op's namespace: the same configuration, pointed at the no-op server (it
                 # injects nothing, so group_namespace's check for an injection cannot be used).
                 noop_ns = "bench-noop"
-                group_namespace(cp, "bench-ours", f"{ours.url}/mutate", ca.cert_pem())
+                group_namespace(cp, "bench-ours", f"{ours.url}/mutate", ca_file.read_bytes())
                 config = (
                     cp.kubectl(
                         "get",

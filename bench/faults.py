@@ -42,8 +42,7 @@ from tests.scenarios import (
     remove_namespace,
     wait_for_pods,
 )
-from tests.webhookproc import WebhookProcess
-from webhook.tls import make_ca, make_serving_cert
+from tests.webhookproc import WebhookProcess, serving_certs
 
 
 class Bench:
@@ -51,13 +50,7 @@ class Bench:
         self, cp: ControlPlane, tmp: Path, src: Path | None, pods: int, hold: float
     ) -> None:
         self.cp, self.tmp, self.src, self.pods, self.hold = cp, tmp, src, pods, hold
-        self.certs = tmp / "certs"
-        self.certs.mkdir()
-        ca = make_ca("bench-ca")
-        pair = make_serving_cert(ca, ["127.0.0.1"])
-        (self.certs / "tls.crt").write_bytes(pair.cert_pem())
-        (self.certs / "tls.key").write_bytes(pair.key_pem())
-        (self.certs / "ca.crt").write_bytes(ca.cert_pem())
+        self.certs = serving_certs(tmp / "certs")
         help_text = subprocess.run(
             [sys.executable, "-m", "webhook", "serve", "--help"],
             capture_output=True,

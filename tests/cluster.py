@@ -248,6 +248,16 @@ class Installed:
         path.write_bytes(base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"]))
         return path
 
+    def opted_in(self, namespace: str, objects: list[dict[str, Any]]) -> None:
+        """A namespace labelled for injection, with these objects applied in it."""
+        ns = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {"mlflow.primehub.io/injection": "enabled"}},
+        }
+        result = self.apply([ns, *objects])
+        assert result.returncode == 0, result.stderr
+
     def apply(self, manifest: str | list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
         text = manifest if isinstance(manifest, str) else yaml.safe_dump_all(manifest)
         return self.cp.kubectl("apply", "-f", "-", input=text, check=False)

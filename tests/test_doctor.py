@@ -101,12 +101,7 @@ def test_the_check_job_runs_as_a_pod_of_the_group(
     gets the group's setting from the webhook, and its check passes against the real servers."""
     namespace = "doctor"
     objects = manifests(stores, namespace)
-    ns = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": namespace, "labels": {"mlflow.primehub.io/injection": "enabled"}},
-    }
-    assert installed.apply([ns, *objects]).returncode == 0
+    installed.opted_in(namespace, objects)
     job = yaml.safe_load(
         (ROOT / "manifests" / "doctor" / "check-job.yaml").read_text().replace("GROUP", "phusers")
     )

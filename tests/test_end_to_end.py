@@ -128,13 +128,7 @@ def test_the_pod_stored_by_the_api_server_gets_its_model(
     installed: Installed, stores: Stores, tmp_path: Path
 ) -> None:
     objects = manifests(stores, "e2e")
-    namespace = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": "e2e", "labels": {"mlflow.primehub.io/injection": "enabled"}},
-    }
-    result = installed.apply([namespace, *objects])
-    assert result.returncode == 0, result.stderr
+    installed.opted_in("e2e", objects)
     pod = yaml.safe_load("""
 apiVersion: v1
 kind: Pod
@@ -171,13 +165,7 @@ def test_a_primehub_deployment_pod_gets_its_model_and_keeps_no_credential_value(
     credential value, and the model lands in PrimeHub's own `model-storage`."""
     namespace = "e2e-primehub"
     objects = manifests(stores, namespace)
-    ns = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": namespace, "labels": {"mlflow.primehub.io/injection": "enabled"}},
-    }
-    result = installed.apply([ns, *objects])
-    assert result.returncode == 0, result.stderr
+    installed.opted_in(namespace, objects)
     plain = [
         {"name": "MLFLOW_TRACKING_URI", "value": stores.mlflow.url},
         {"name": "MLFLOW_UI_URL", "value": stores.mlflow.url},

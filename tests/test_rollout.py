@@ -20,9 +20,8 @@ import requests
 from tests.cluster import ControlPlane, Installed
 from tests.procs import free_port, wait_until
 from tests.scenarios import HAProxy, bulk_settings, group_namespace, pod_load, wait_for_pods
-from tests.webhookproc import WebhookProcess
+from tests.webhookproc import WebhookProcess, serving_certs
 from webhook.groups import escape_group
-from webhook.tls import make_ca, make_serving_cert
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).parent.parent
@@ -32,13 +31,7 @@ INJECTED = "mlflow.primehub.io/injected"
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("rollout-certs")
-    ca = make_ca("rollout-ca")
-    pair = make_serving_cert(ca, ["127.0.0.1", "localhost"])
-    (folder / "tls.crt").write_bytes(pair.cert_pem())
-    (folder / "tls.key").write_bytes(pair.key_pem())
-    (folder / "ca.crt").write_bytes(ca.cert_pem())
-    return folder
+    return serving_certs(tmp_path_factory.mktemp("rollout-certs"))
 
 
 def replica(cp: ControlPlane, certs: Path, log: Path, *extra: str) -> WebhookProcess:

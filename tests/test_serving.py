@@ -23,8 +23,7 @@ from cryptography import x509
 
 from tests.procs import free_port, wait_until
 from tests.scenarios import hostile_clients
-from tests.webhookproc import WebhookProcess
-from webhook.tls import make_ca, make_serving_cert
+from tests.webhookproc import WebhookProcess, serving_certs
 
 ROOT = Path(__file__).parent.parent
 REVIEW = (ROOT / "examples" / "admission-review.json").read_bytes()
@@ -35,13 +34,7 @@ API_SERVER_TIMEOUT = 5.0
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("serving-certs")
-    ca = make_ca("serving-test-ca")
-    pair = make_serving_cert(ca, ["127.0.0.1", "localhost"])
-    (folder / "tls.crt").write_bytes(pair.cert_pem())
-    (folder / "tls.key").write_bytes(pair.key_pem())
-    (folder / "ca.crt").write_bytes(ca.cert_pem())
-    return folder
+    return serving_certs(tmp_path_factory.mktemp("serving-certs"))
 
 
 def server(certs: Path, tmp: Path, *extra: str) -> WebhookProcess:

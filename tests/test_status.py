@@ -13,8 +13,7 @@ import requests
 
 from tests.cluster import Installed
 from tests.procs import free_port, wait_until
-from tests.webhookproc import WebhookProcess
-from webhook.tls import make_ca, make_serving_cert
+from tests.webhookproc import WebhookProcess, serving_certs
 
 pytestmark = pytest.mark.cluster
 NS = "status"
@@ -48,11 +47,7 @@ def two_servers(installed: Installed, tmp_path: Path) -> Iterator[list[WebhookPr
     write status), the first with a stricter configuration."""
     installed.webhook.stop()
     (tmp_path / "strict.yaml").write_text(STRICT)
-    ca = make_ca("status-test-ca")
-    pair = make_serving_cert(ca, ["127.0.0.1"])
-    (tmp_path / "tls.crt").write_bytes(pair.cert_pem())
-    (tmp_path / "tls.key").write_bytes(pair.key_pem())
-    (tmp_path / "ca.crt").write_bytes(ca.cert_pem())
+    serving_certs(tmp_path)
     servers = [
         WebhookProcess(
             tmp_path,

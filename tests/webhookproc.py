@@ -13,6 +13,19 @@ from pathlib import Path
 import requests
 
 from tests.procs import stop, wait_until
+from webhook.tls import make_ca, make_serving_cert
+
+
+def serving_certs(folder: Path, name: str = "test-webhook-ca") -> Path:
+    """A CA and a serving certificate for 127.0.0.1 in `folder` (tls.crt, tls.key, ca.crt), as
+    WebhookProcess serves them; returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = make_ca(name)
+    pair = make_serving_cert(ca, ["127.0.0.1", "localhost"])
+    (folder / "tls.crt").write_bytes(pair.cert_pem())
+    (folder / "tls.key").write_bytes(pair.key_pem())
+    (folder / "ca.crt").write_bytes(ca.cert_pem())
+    return folder
 
 
 class WebhookProcess:

@@ -76,15 +76,21 @@ def create_app(
         log.exception("unexpected error")
         return _json({"error": "internal error (logged)"}, 500)
 
-    @app.post("/mutate")
-    def mutate() -> Response:
-        start = time.perf_counter()
+    def read_review(start: float) -> Request | Response:
+        """The request's AdmissionReview, or the 400 that says why it is not one."""
         try:
-            req = parse_review(request.get_data(cache=False))
+            return parse_review(request.get_data(cache=False))
         except BadReview as e:
             _log(None, None, "bad-request", start, reason=str(e))
             metrics.requests.labels("bad-request", "none").inc()
             return _json({"error": str(e)}, 400)
+
+    @app.post("/mutate")
+    def mutate() -> Response:
+        start = time.perf_counter()
+        req = read_review(start)
+        if isinstance(req, Response):
+            return req
         if not req.is_pod_create:
             decision = Decision(True, "ignored")
         elif not health.wait_synced(SYNC_WAIT):
@@ -115,11 +121,9 @@ def create_app(
     @app.post("/validate")
     def validate() -> Response:
         start = time.perf_counter()
-        try:
-            req = parse_review(request.get_data(cache=False))
-        except BadReview as e:
-            _log(None, None, "bad-request", start, reason=str(e))
-            return _json({"error": str(e)}, 400)
+        req = read_review(start)
+        if isinstance(req, Response):
+            return req
         if not req.is_setting_write:
             return _json(response(req))
         if not health.wait_synced(SYNC_WAIT):  # without the list, a duplicate goes unseen
