@@ -44,5 +44,8 @@ if ! podman image exists "$image"; then
   buildah bud --quiet --isolation chroot --layers=false \
     --build-arg "BASE=$base" --build-arg WHEELS=given -t "$image" "$ctx" >&2
   echo "built $image in $((SECONDS - start)) s" >&2
+  # Earlier builds of this checkout are of no more use.
+  podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/mlflow-webhook:' |
+    grep -v ":$key\$" | xargs -r podman rmi --force >/dev/null 2>&1 || true
 fi
 echo "$image"
