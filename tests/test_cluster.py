@@ -393,6 +393,50 @@ def test_reinvocation_injects_a_container_added_after_us_exactly_once(
     assert [v["name"] for v in stored["spec"]["volumes"]].count("mlflow-group-volume") == 1
 
 
+def test_reinvocation_keeps_one_ca_bundle_volume_after_the_api_server_defaults_it(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """Between our two calls the API server defaults the CA volume we added (defaultMode): the
+    second call must still see it as the group's bundle, not as a stranger at our path."""
+    setting = """
+apiVersion: mlflow.primehub.io/v1alpha1
+kind: MLflowSetting
+metadata: {name: private-ca, namespace: team-b}
+spec:
+  group: Private_CA
+  trackingUri: "https://mlflow.team-b:5000"
+  caBundle: {configMapKeyRef: {name: corp-ca, key: ca.crt}}
+"""
+    assert installed.apply(setting).returncode == 0
+    pod = pod_file("job", unique=True)
+    del pod["metadata"]["namespace"]
+    labels = pod["metadata"]["labels"]
+    del labels["primehub.io/group"]
+    labels.update({Config().group_label: "Private_CA", "sidecar": "please"})
+    try:
+        with sidecar_webhook(installed, tmp_path):
+            wait_until(
+                lambda: (
+                    len(installed.create(pod, "team-b", dry_run=True).json()["spec"]["containers"])
+                    == 2
+                ),
+                30,
+                "sidecar webhook",
+            )
+            reply = installed.create(pod, "team-b", dry_run=True)
+    finally:
+        installed.cp.kubectl("delete", "-n", "team-b", "mlflowsetting", "private-ca")
+    assert reply.status_code == 201, reply.text
+    assert "Warning" not in reply.headers, reply.headers["Warning"]
+    stored = reply.json()
+    ca_volumes = [v["name"] for v in stored["spec"]["volumes"] if "configMap" in v]
+    assert ca_volumes == ["mlflow-ca"]
+    for container in stored["spec"]["containers"]:
+        assert [
+            m["name"] for m in container["volumeMounts"] if m["name"].startswith("mlflow-ca")
+        ] == ["mlflow-ca"], container["name"]
+
+
 def _tracking_uri(installed: Installed) -> str | None:
     pod = installed.create(pod_file("job", unique=True), dry_run=True).json()
     env = env_of(pod["spec"]["containers"][0])

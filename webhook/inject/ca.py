@@ -33,14 +33,7 @@ def mount_ca(spec: dict[str, Any], ca: CaBundle, containers: list[dict[str, Any]
     """Mounts the bundle at CA_DIR in each container; returns warnings for containers where that
     path is taken by something else."""
     source = _source(ca)
-    name = next(
-        (
-            v["name"]
-            for v in spec.get("volumes") or []
-            if {**v, "name": None} == {**source, "name": None}
-        ),
-        None,
-    )
+    name = next((v["name"] for v in spec.get("volumes") or [] if _holds(v, ca)), None)
     warnings: list[str] = []
     for container in containers:
         existing = mount_at(container, CA_DIR)
