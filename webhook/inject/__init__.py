@@ -10,10 +10,9 @@ import marshal
 from typing import Any
 
 from webhook.config import ANNOTATION_INJECTED, Config
-from webhook.inject.ca import mount_ca
 from webhook.inject.env import container_env_plan, inject_container_env
 from webhook.inject.model_init import Denied, add_model_init
-from webhook.inject.volumes import mount_group_volume
+from webhook.inject.mounts import mount_setting_volumes
 from webhook.pods import PodKind
 from webhook.settings.model import MLflowSetting
 
@@ -42,13 +41,9 @@ def mutate(
         plan = container_env_plan(setting, config)
         for container in spec.get("containers") or []:
             inject_container_env(container, plan)
-        warnings = []
-        if setting.artifact_volume is not None:
-            warnings = mount_group_volume(
-                spec, setting.artifact_volume, spec.get("containers") or []
-            )
-        if setting.ca_bundle is not None:
-            warnings += mount_ca(spec, setting.ca_bundle, spec.get("containers") or [])
+        warnings = mount_setting_volumes(
+            spec, setting, spec.get("containers") or [], read_only=False
+        )
     if new != pod:
         new["metadata"]["annotations"] = {**annotations, ANNOTATION_INJECTED: setting.ref}
     return new, [f"mlflow webhook: {w}" for w in warnings]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from webhook.inject.volumes import add_volume, free_name, is_exactly, mount, mount_at
+from webhook.inject.volumes import mount_in_each
 from webhook.settings.model import CaBundle
 
 CA_DIR = "/etc/mlflow-webhook/ca"
@@ -30,22 +30,14 @@ def _holds(volume: dict[str, Any], ca: CaBundle) -> bool:
 
 
 def mount_ca(spec: dict[str, Any], ca: CaBundle, containers: list[dict[str, Any]]) -> list[str]:
-    """Mounts the bundle at CA_DIR in each container; returns warnings for containers where that
-    path is taken by something else."""
-    source = _source(ca)
-    name = next((v["name"] for v in spec.get("volumes") or [] if _holds(v, ca)), None)
-    warnings: list[str] = []
-    for container in containers:
-        existing = mount_at(container, CA_DIR)
-        if name is not None and is_exactly(existing, name):
-            continue
-        if existing is not None:
-            warnings.append(
-                f"container {container['name']!r} mounts {existing['name']!r} at {CA_DIR}, "
-                "where the group's CA bundle belongs; TLS to its MLflow server may fail"
-            )
-            continue
-        if name is None:
-            name = add_volume(spec, {"name": free_name(spec, CA_VOLUME), **source})
-        mount(container, name, CA_DIR, read_only=True)
-    return warnings
+    """Mounts the bundle at CA_DIR in each container."""
+    return mount_in_each(
+        spec,
+        containers,
+        CA_DIR,
+        next((v["name"] for v in spec.get("volumes") or [] if _holds(v, ca)), None),
+        _source(ca),
+        name=CA_VOLUME,
+        belongs="the group's CA bundle belongs; TLS to its MLflow server may fail",
+        read_only=True,
+    )

@@ -21,17 +21,9 @@ from webhook.config import (
     QUANTITY,
     Config,
 )
-from webhook.inject.ca import mount_ca
 from webhook.inject.env import container_env_plan, inject_container_env
-from webhook.inject.volumes import (
-    add_volume,
-    free_name,
-    is_exactly,
-    mount,
-    mount_at,
-    mount_group_volume,
-    norm,
-)
+from webhook.inject.mounts import mount_setting_volumes
+from webhook.inject.volumes import add_volume, free_name, is_exactly, mount, mount_at, norm
 from webhook.modeluri import ModelUriError, parse_model_uri
 from webhook.pods import primehub_initializer
 from webhook.settings.model import MLflowSetting
@@ -80,7 +72,7 @@ def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) 
         dest = norm(storage["mountPath"])
         init = _init_container(setting, config, uri, dest, _size(annotations, setting, config))
         init["volumeMounts"] = copy.deepcopy(primehub.get("volumeMounts") or [])
-        warnings += _extra_mounts(spec, setting, init)
+        warnings += mount_setting_volumes(spec, setting, [init], read_only=True)
         spec["initContainers"] = [*inits[:taken], init, *inits[taken + 1 :]]
         _mount_model(containers, storage["name"], dest)
     else:
@@ -89,20 +81,10 @@ def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) 
         volume = _model_volume(spec, containers, dest, setting, config, size)
         init = _init_container(setting, config, uri, dest, size)
         mount(init, volume, dest, read_only=False)
-        warnings += _extra_mounts(spec, setting, init)
+        warnings += mount_setting_volumes(spec, setting, [init], read_only=True)
         spec["initContainers"] = [*inits, init]
         _mount_model(containers, volume, dest)
     _add_pull_secrets(spec, setting, config)
-    return warnings
-
-
-def _extra_mounts(spec: dict[str, Any], setting: MLflowSetting, init: dict[str, Any]) -> list[str]:
-    """The group volume (read-only) and the CA bundle, where the setting has them."""
-    warnings: list[str] = []
-    if setting.artifact_volume is not None:
-        warnings += mount_group_volume(spec, setting.artifact_volume, [init], read_only=True)
-    if setting.ca_bundle is not None:
-        warnings += mount_ca(spec, setting.ca_bundle, [init])
     return warnings
 
 

@@ -61,32 +61,50 @@ def claim_volume(spec: Spec, claim: str) -> str | None:
     return None
 
 
-def mount_group_volume(
-    spec: Spec, av: ArtifactVolume, containers: list[Container], *, read_only: bool = False
+def mount_in_each(
+    spec: Spec,
+    containers: list[Container],
+    path: str,
+    found: str | None,
+    volume: dict[str, Any],
+    *,
+    name: str,
+    belongs: str,
+    read_only: bool,
 ) -> list[str]:
-    """Mounts the group volume at its path in each container (so runs can log to, or the init
-    container read from, the local artifact root); returns warnings for containers where that
-    path is taken by something else."""
+    """Mounts a volume at `path` in each container: the pod's volume `found`, or else `volume`,
+    added (under `name` or a free variant) the first time a container needs it. Returns
+    warnings for containers where something else is mounted at `path`; `belongs` says what
+    should be there, and what goes wrong without it."""
     warnings: list[str] = []
-    name = claim_volume(spec, av.claim_name)
     for container in containers:
-        existing = mount_at(container, av.mount_path)
-        if name is not None and is_exactly(existing, name):
+        existing = mount_at(container, path)
+        if found is not None and is_exactly(existing, found):
             continue
         if existing is not None:
             warnings.append(
-                f"container {container['name']!r} mounts {existing['name']!r} at "
-                f"{av.mount_path}, where the group volume (claim {av.claim_name}) belongs; "
-                "MLflow runs there cannot reach the group's artifacts"
+                f"container {container['name']!r} mounts {existing['name']!r} at {path}, "
+                f"where {belongs}"
             )
             continue
-        if name is None:
-            name = add_volume(
-                spec,
-                {
-                    "name": free_name(spec, GROUP_VOLUME),
-                    "persistentVolumeClaim": {"claimName": av.claim_name},
-                },
-            )
-        mount(container, name, av.mount_path, read_only=read_only)
+        if found is None:
+            found = add_volume(spec, {"name": free_name(spec, name), **volume})
+        mount(container, found, path, read_only=read_only)
     return warnings
+
+
+def mount_group_volume(
+    spec: Spec, av: ArtifactVolume, containers: list[Container], *, read_only: bool = False
+) -> list[str]:
+    """So runs can log to (or the init container read from) the local artifact root."""
+    return mount_in_each(
+        spec,
+        containers,
+        av.mount_path,
+        claim_volume(spec, av.claim_name),
+        {"persistentVolumeClaim": {"claimName": av.claim_name}},
+        name=GROUP_VOLUME,
+        belongs=f"the group volume (claim {av.claim_name}) belongs; MLflow runs there cannot "
+        "reach the group's artifacts",
+        read_only=read_only,
+    )
