@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from tests.golden import GOLDEN, golden_index
+from tests.primehub import deployment_pod
 from webhook.config import ConfigError, load_config
 from webhook.mutation import decide
 from webhook.pods import PodKind
@@ -90,6 +91,25 @@ modelInit:
     )
     assert pod["spec"]["volumes"][-1] == {"name": "mlflow-model", "emptyDir": {"sizeLimit": "30Gi"}}
     assert pod["spec"]["imagePullSecrets"] == [{"name": "mirror-creds"}]
+
+
+def test_with_a_storage_class_a_model_copied_into_an_emptydir_still_asks_for_the_space(
+    tmp_path: Path,
+) -> None:
+    """The storage class makes our own model volume a claim; PrimeHub's model volume stays the
+    emptyDir on the node, so the init container taking over its initializer asks for the room."""
+    config = load_config(
+        config_file(tmp_path, "modelInit: {storageClassName: fast-ssd, volumeSize: 30Gi}\n")
+    )
+    annotated = decide(case_pod("deployment-model"), "hub", INDEX, config).pod
+    taken_over = decide(deployment_pod("phusers", "models:/iris/3", []), "hub", INDEX, config).pod
+    assert annotated is not None and taken_over is not None
+    (own,) = [c for c in annotated["spec"]["initContainers"] if c["name"] == "mlflow-model-init"]
+    (theirs,) = [
+        c for c in taken_over["spec"]["initContainers"] if c["name"] == "mlflow-model-init"
+    ]
+    assert "ephemeral-storage" not in own["resources"]["requests"]
+    assert theirs["resources"]["requests"]["ephemeral-storage"] == "30Gi"
 
 
 @pytest.mark.parametrize(

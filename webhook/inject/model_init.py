@@ -70,6 +70,7 @@ def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) 
         primehub = inits[taken]
         storage = _emptydir_mount(spec, primehub)
         dest = norm(storage["mountPath"])
+        # PrimeHub's model volume is an emptyDir: the node's ephemeral storage holds the model.
         init = _init_container(setting, config, uri, dest, _size(annotations, setting, config))
         init["volumeMounts"] = copy.deepcopy(primehub.get("volumeMounts") or [])
         warnings += mount_setting_volumes(spec, setting, [init], read_only=True)
@@ -79,7 +80,8 @@ def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) 
         dest = _dest(annotations, config)
         size = _size(annotations, setting, config)
         volume = _model_volume(spec, containers, dest, setting, config, size)
-        init = _init_container(setting, config, uri, dest, size)
+        in_emptydir = any("emptyDir" in v for v in spec["volumes"] if v["name"] == volume)
+        init = _init_container(setting, config, uri, dest, size if in_emptydir else None)
         mount(init, volume, dest, read_only=False)
         warnings += mount_setting_volumes(spec, setting, [init], read_only=True)
         spec["initContainers"] = [*inits, init]
@@ -172,16 +174,17 @@ def _add_pull_secrets(spec: dict[str, Any], setting: MLflowSetting, config: Conf
 
 
 def _init_container(
-    setting: MLflowSetting, config: Config, uri: str, dest: str, size: str
+    setting: MLflowSetting, config: Config, uri: str, dest: str, ephemeral: str | None
 ) -> dict[str, Any]:
+    """`ephemeral`: the size of the model when it lands in an emptyDir (the node's ephemeral
+    storage), so the init container asks for that much up front."""
     defaults = config.model_init
     override = setting.model_init
     resources = copy.deepcopy(
         override.resources if override.resources is not None else defaults.resources
     )
-    # The model's bytes count against the node's ephemeral storage: ask for them up front.
-    if not (override.storage_class or defaults.storage_class):
-        resources.setdefault("requests", {}).setdefault("ephemeral-storage", size)
+    if ephemeral is not None:
+        resources.setdefault("requests", {}).setdefault("ephemeral-storage", ephemeral)
     container: dict[str, Any] = {
         "name": INIT_CONTAINER,
         "image": override.image or defaults.image,
