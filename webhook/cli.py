@@ -14,6 +14,7 @@ import yaml
 
 from webhook import __version__
 from webhook.config import ConfigError, load_config
+from webhook.files import FileProblem, read_text
 from webhook.settings.sources import SourceError, read_file
 
 
@@ -141,17 +142,18 @@ def _import_primehub(args: argparse.Namespace) -> int:
     try:
         if args.from_file is not None:
             try:
-                answer = json.loads(args.from_file.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, ValueError) as e:
-                raise CliError(f"{args.from_file}: {getattr(e, 'strerror', None) or e}") from None
+                answer = json.loads(read_text(args.from_file))
+            except FileProblem as e:
+                raise CliError(str(e)) from None
+            except ValueError as e:
+                raise CliError(f"{args.from_file}: not JSON: {e}") from None
         else:
             token = os.environ.get("PRIMEHUB_GRAPHQL_TOKEN", "")
             if args.token_file is not None:
                 try:
-                    token = args.token_file.read_text(encoding="utf-8").strip()
-                except (OSError, UnicodeDecodeError) as e:
-                    why = getattr(e, "strerror", None) or e
-                    raise CliError(f"--token-file {args.token_file}: {why}") from None
+                    token = read_text(args.token_file).strip()
+                except FileProblem as e:
+                    raise CliError(f"--token-file {e}") from None
             if not token:
                 raise CliError("give --token-file or PRIMEHUB_GRAPHQL_TOKEN (PrimeHub's secret)")
             answer = fetch(args.graphql_url, token)

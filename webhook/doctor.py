@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.brief import brief
 from webhook.copier.errors import CopyError, Exit, classify, redact
 from webhook.modeluri import ModelUri, ModelUriError, parse_model_uri
 
@@ -38,7 +39,7 @@ def _why(error: BaseException, uri: ModelUri, where: str) -> str:
     if isinstance(verdict, CopyError) and verdict.code is Exit.NOT_FOUND:
         verdict = explain_missing(uri) or verdict  # the model, or only that version?
     text = str(verdict) if isinstance(verdict, CopyError) else f"unreachable: {verdict}"
-    return text.splitlines()[0][:300]
+    return brief(text)
 
 
 def _get(tracking_uri: str, path: str, **params: Any) -> Any:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from webhook.files import FileProblem, load_yaml
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -71,9 +71,9 @@ def in_cluster() -> Credentials:
 
 def from_kubeconfig(path: Path) -> Credentials:
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
+        config = load_yaml(path)
+    except FileProblem as e:
+        raise ConfigError(str(e)) from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: not a kubeconfig")
 

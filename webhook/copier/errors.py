@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from enum import IntEnum
 
+from webhook.brief import brief
 from webhook.modeluri import ModelUri
 
 
@@ -43,7 +44,7 @@ def classify(error: BaseException, uri: ModelUri, where: str, what: str) -> Exce
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
     from mlflow.exceptions import MlflowException
 
-    text = redact(str(error)).splitlines()[0][:500] if str(error) else type(error).__name__
+    text = brief(redact(str(error)), 500) or type(error).__name__
     if "CERTIFICATE_VERIFY_FAILED" in str(error):  # not transient: a CA is missing
         return CopyError(
             Exit.AUTH,

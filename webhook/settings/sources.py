@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from webhook import API_GROUP, API_VERSION, KIND, PLURAL
+from webhook.brief import brief
+from webhook.files import FileProblem, load_yaml
 from webhook.kube import Api, ApiError
 from webhook.memory import release_free_memory
 from webhook.settings.index import SettingsIndex
@@ -28,8 +28,6 @@ class SourceError(ValueError):
     pass
 
 
-# libyaml when PyYAML has it: ten times faster on a file of thousands of settings.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Objects that may share a file with the settings (a bundle for `kubectl apply`): skipped.
 COMPANIONS = {("v1", "Secret"), ("v1", "ConfigMap")}
 
@@ -37,15 +35,9 @@ COMPANIONS = {("v1", "Secret"), ("v1", "ConfigMap")}
 def read_file(path: Path) -> list[tuple[str, Any]]:
     """The documents of a YAML file (items of a `kind: List` included), each with where it is."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise SourceError(f"{path}: not UTF-8 text") from None
-    except OSError as e:
-        raise SourceError(f"{path}: {e.strerror or e}") from None
-    try:
-        docs = list(yaml.load_all(text, Loader=_LOADER))
-    except yaml.YAMLError as e:
-        raise SourceError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        docs = load_yaml(path, all_documents=True)
+    except FileProblem as e:
+        raise SourceError(str(e)) from None
     found: list[tuple[str, Any]] = []
     for n, doc in enumerate(docs, 1):
         if doc is None:
@@ -140,7 +132,11 @@ class ClusterWatcher:
                 delay = 0.5
                 self._watch(version)  # returns when the version expired: list again
             except Exception as e:  # any failure: back off, then list again
-                log.warning("settings watch failed (%s); retrying in %.1f s", _short(e), delay)
+                log.warning(
+                    "settings watch failed (%s); retrying in %.1f s",
+                    brief(f"{type(e).__name__}: {e}"),
+                    delay,
+                )
                 self._stop.wait(delay * (1 + random.random() / 2))
                 delay = min(delay * 2, 30.0)
 
@@ -243,8 +239,3 @@ def _slim(obj: dict[str, Any]) -> dict[str, Any]:
         "spec": obj.get("spec"),
         "status": obj.get("status"),
     }
-
-
-def _short(error: Exception) -> str:
-    text = f"{type(error).__name__}: {error}"
-    return text.splitlines()[0][:300]

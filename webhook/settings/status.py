@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from webhook import API_GROUP, API_VERSION, PLURAL
+from webhook.brief import brief
 from webhook.kube import Api, Conflict
 from webhook.settings.index import Readiness, SettingsIndex
 
@@ -167,7 +168,7 @@ class StatusWriter:
         try:
             self.lease.release()
         except Exception as e:
-            log.info("lease not released: %s", str(e).splitlines()[0][:200])
+            log.info("lease not released: %s", brief(e, 200))
 
     def _run(self) -> None:
         leading, last = False, 0.0
@@ -182,7 +183,7 @@ class StatusWriter:
                     last = time.monotonic()
                     self._write()
             except Exception as e:  # the API server away, RBAC missing: admission goes on
-                log.warning("cannot write MLflowSetting status: %s", str(e).splitlines()[0][:200])
+                log.warning("cannot write MLflowSetting status: %s", brief(e, 200))
             self._wake.wait(self.every)
 
     def _write(self) -> None:
@@ -201,4 +202,4 @@ class StatusWriter:
                     query=[("fieldManager", FIELD_MANAGER)],
                 )
             except Exception as e:  # deleted meanwhile, say: the next round sees the rest
-                log.warning("status of %s not written: %s", r.ref, str(e).splitlines()[0][:200])
+                log.warning("status of %s not written: %s", r.ref, brief(e, 200))
