@@ -22,7 +22,7 @@ from typing import Any
 import requests
 import yaml
 
-from bench.load import Target, at_rate, throughput
+from bench.load import Target, at_rate, pct, throughput
 from tests.procs import free_port, running, wait_until
 from webhook.groups import escape_group
 from webhook.tls import ensure_dev_certs
@@ -84,11 +84,6 @@ def worker_rss_mb(master: int) -> list[float]:
             if line.startswith("VmRSS:"):
                 sizes.append(int(line.split()[1]) / 1024)
     return sizes
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:

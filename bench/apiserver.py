@@ -21,6 +21,7 @@ from pathlib import Path
 
 import requests
 
+from bench.load import pct
 from tests.cluster import ControlPlane, control_plane, install
 from tests.procs import free_port, running, wait_until
 from tests.scenarios import group_namespace, scenario_pod
@@ -45,11 +46,6 @@ def create_many(cp: ControlPlane, namespace: str, pods: int, concurrency: int) -
 
     with ThreadPoolExecutor(concurrency) as pool:
         return list(pool.map(one, range(pods)))
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:

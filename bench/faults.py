@@ -82,59 +82,50 @@ class Bench:
         finally:
             remove_namespace(self.cp, namespace)
 
-    def worker_exit(self) -> Tally:
-        webhook = self.replica("worker-exit")
+    @contextlib.contextmanager
+    def one_replica(self, name: str) -> Iterator[tuple[WebhookProcess, Tally]]:
+        """One server under pod load (in namespace faults-<name>), already past its first
+        pods; stopped on the way out."""
+        webhook = self.replica(name)
         webhook.start(self.ca())
         try:
             with (
-                self.served("faults-workers", webhook.port),
-                pod_load(self.cp, "faults-workers", threads=4) as tally,
+                self.served(f"faults-{name}", webhook.port),
+                pod_load(self.cp, f"faults-{name}", threads=4) as tally,
             ):
                 wait_for_pods(tally, self.pods)
-                for sig in (signal.SIGTERM, signal.SIGABRT, signal.SIGKILL):
-                    workers = webhook.workers() if webhook.alive() else []
-                    if not workers:
-                        tally.examples.append(f"the server had exited before {sig.name}")
-                    else:
-                        os.kill(workers[0], sig)
-                    wait_for_pods(tally, self.pods)
+                yield webhook, tally
         finally:
             webhook.stop()
+
+    def worker_exit(self) -> Tally:
+        with self.one_replica("worker-exit") as (webhook, tally):
+            for sig in (signal.SIGTERM, signal.SIGABRT, signal.SIGKILL):
+                workers = webhook.workers() if webhook.alive() else []
+                if not workers:
+                    tally.examples.append(f"the server had exited before {sig.name}")
+                else:
+                    os.kill(workers[0], sig)
+                wait_for_pods(tally, self.pods)
         return tally
 
     def cold_start(self) -> Tally:
-        webhook = self.replica("cold-start")
-        webhook.start(self.ca())
-        try:
-            with (
-                self.served("faults-cold", webhook.port),
-                pod_load(self.cp, "faults-cold", threads=4) as tally,
-            ):
-                wait_for_pods(tally, self.pods)
-                webhook.stop()
-                webhook.launch()  # a restart: pods keep coming while it lists the settings
-                webhook.wait_ready(self.ca(), timeout=120)
-                wait_for_pods(tally, self.pods)
-                victim = webhook.workers()[0]
-                os.kill(victim, signal.SIGKILL)  # its replacement lists again
-                wait_for_pods(tally, self.pods)
-        finally:
+        with self.one_replica("cold-start") as (webhook, tally):
             webhook.stop()
+            webhook.launch()  # a restart: pods keep coming while it lists the settings
+            webhook.wait_ready(self.ca(), timeout=120)
+            wait_for_pods(tally, self.pods)
+            victim = webhook.workers()[0]
+            os.kill(victim, signal.SIGKILL)  # its replacement lists again
+            wait_for_pods(tally, self.pods)
         return tally
 
     def slow_clients(self) -> Tally:
-        webhook = self.replica("slow-clients")
-        webhook.start(self.ca())
-        try:
-            with (
-                self.served("faults-slow", webhook.port),
-                pod_load(self.cp, "faults-slow", threads=4) as tally,
-            ):
-                wait_for_pods(tally, self.pods)
-                with hostile_clients(webhook.port, self.ca(), each=64):
-                    time.sleep(self.hold)  # a fixed time with them attached: old and new alike
-        finally:
-            webhook.stop()
+        with (
+            self.one_replica("slow-clients") as (webhook, tally),
+            hostile_clients(webhook.port, self.ca(), each=64),
+        ):
+            time.sleep(self.hold)  # a fixed time with them attached: old and new alike
         return tally
 
     def rollout(self) -> Tally:

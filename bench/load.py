@@ -24,6 +24,12 @@ class Target:
     bodies: tuple[bytes, ...]
 
 
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (0.99: p99) of the values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def _connection(t: Target) -> http.client.HTTPSConnection:
     ctx = ssl.create_default_context(cafile=t.ca_file)
     return http.client.HTTPSConnection(t.host, t.port, context=ctx, timeout=30)

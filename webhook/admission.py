@@ -83,7 +83,7 @@ def parse_review(body: bytes) -> Request:
         obj=request.get("object"),
         dry_run=bool(request.get("dryRun")),
     )
-    if req.operation == "CREATE" and req.resource == "pods" and not req.sub_resource:
+    if req.is_pod_create:
         try:
             check(req.obj, path="request.object")
         except ShapeError as e:

@@ -22,14 +22,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from webhook import API_GROUP, API_VERSION, KIND
 from webhook.settings import rules
-from webhook.settings.model import LOGIN_NAMES, SettingError, parse_setting
+from webhook.settings.model import LOGIN_NAMES, OWN_NAMES, SettingError, parse_setting
 
 QUERY = (
     "query { groups { name "
     "mlflow { trackingUri uiUrl trackingEnvs { name value } artifactEnvs { name value } } } }"
 )
-_OWN = ("MLFLOW_TRACKING_URI", "MLFLOW_UI_URL")
-_ENV_NAME = re.compile(rules.ENV_NAME)
 # An MLflow App PrimeHub installed in the group (http://app-<appId>:5000): its artifacts are
 # on the group volume, so its pods need that volume.
 _PRIMEHUB_APP = re.compile(r"^app-[a-z0-9-]+$")
@@ -146,10 +144,10 @@ def _convert_group(
         for item in mlflow.get(field_name) or []:
             var = str((item or {}).get("name") or "")
             value = str((item or {}).get("value") or "")
-            if not _ENV_NAME.match(var):
+            if not rules.matches(rules.ENV_NAME, var):
                 out.notes.append(f"group {group}: {var!r} is not a valid variable name: skipped")
                 continue
-            if var in _OWN or var in seen:
+            if var in OWN_NAMES or var in seen:
                 out.notes.append(f"group {group}: {var} is set twice: the first one is kept")
                 continue
             seen.add(var)

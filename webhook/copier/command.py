@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any, TypeGuard
 
 from webhook.copier.errors import CopyError, Exit, redact
 from webhook.copier.fetch import Progress, fetch, human, tree_size
@@ -26,6 +27,11 @@ log = logging.getLogger("webhook.copy")
 DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
 # What MLflow's client can talk to: a tracking server, Databricks (never a local store here).
 _REACHABLE_URI = r"^(https?://[^/\s]+(/\S*)?|databricks(://\S+)?)$"
+
+
+def _holds(record: dict[str, Any] | None, **wanted: str) -> TypeGuard[dict[str, Any]]:
+    """The completion record found in the destination says it holds this."""
+    return record is not None and all(record.get(k) == v for k, v in wanted.items())
 
 
 def copy_model(uri: ModelUri, dest: Path, timeout: float, progress_every: float = 10.0) -> Resolved:
@@ -51,15 +57,7 @@ def copy_model(uri: ModelUri, dest: Path, timeout: float, progress_every: float 
     start = time.monotonic()
     deadline = start + timeout
     existing = prepare(dest)
-    if (
-        existing
-        and uri.pinned
-        and [existing.get(k) for k in ("name", "version")]
-        == [
-            uri.model_id or uri.name,
-            uri.version or "",
-        ]
-    ):
+    if uri.pinned and _holds(existing, name=uri.model_id or uri.name, version=uri.version or ""):
         # A version (or logged model) never changes: what is here is it, registry or not.
         log.info("%s is already complete in %s", uri.describe(), dest)
         return Resolved(existing["name"], existing["version"], str(existing.get("source", "")))
@@ -72,11 +70,7 @@ def copy_model(uri: ModelUri, dest: Path, timeout: float, progress_every: float 
         redact(found.source),
         time.monotonic() - start,
     )
-    if existing and [existing.get(k) for k in ("name", "version", "source")] == [
-        found.name,
-        found.version,
-        found.source,
-    ]:
+    if _holds(existing, name=found.name, version=found.version, source=found.source):
         log.info(
             "version %s of model %r is already complete in %s", found.version, found.name, dest
         )

@@ -6,16 +6,20 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TypeVar
 
 from webhook.copier.errors import CopyError, Exit, classify
 from webhook.copier.resolve import explain_missing
 from webhook.modeluri import ModelUri
 
 log = logging.getLogger("webhook.copy")
+T = TypeVar("T")
 
 
-def with_retries(uri: ModelUri, deadline: float, what: str, action: Any, where: str) -> Any:
+def with_retries(
+    uri: ModelUri, deadline: float, what: str, action: Callable[[], T], where: str
+) -> T:
     delay = 1.0
     attempt = 1
     while True:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from webhook import KIND
@@ -80,11 +81,6 @@ def _entry(
         return _Entry(key, error, generation, status)
 
 
-def _nones() -> Iterator[None]:
-    while True:
-        yield None
-
-
 class SettingsIndex:
     def __init__(
         self, default_namespace: str = "hub", secret_names: frozenset[str] = LOGIN_NAMES
@@ -145,7 +141,7 @@ class SettingsIndex:
         """Makes the index hold exactly these objects (a full list from a source); `parsed`:
         the settings already parsed from them, in the same order, when the caller has them."""
         entries: dict[str, _Entry] = {}
-        found: Iterable[MLflowSetting | None] = parsed if parsed is not None else _nones()
+        found: Iterable[MLflowSetting | None] = parsed if parsed is not None else repeat(None)
         for obj, setting in zip(objects, found, strict=False):
             entries[_ref(obj, self.default_namespace)] = _entry(
                 obj, self.default_namespace, self.secret_names, setting

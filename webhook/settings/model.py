@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook import API_GROUP, API_VERSION, KIND
-from webhook.config import Config
+from webhook.config import QUANTITY, Config
 from webhook.groups import escape_group
 from webhook.settings import rules
 
@@ -19,10 +19,10 @@ EnvFromSource = dict[str, Any]
 
 _ENV_NAME = re.compile(rules.ENV_NAME)
 _DNS1123 = re.compile(rules.DNS1123)
-_QUANTITY = re.compile(rules.QUANTITY)
 # Names that form a login by default (config.py): their values come from Secrets only.
 LOGIN_NAMES = Config.tracking_credentials | Config.artifact_credentials
-_OWN_NAMES = ("MLFLOW_TRACKING_URI", "MLFLOW_UI_URL")
+# Set from trackingUri and uiUrl: never from a setting's env.
+OWN_NAMES = ("MLFLOW_TRACKING_URI", "MLFLOW_UI_URL")
 
 
 class SettingError(ValueError):
@@ -142,7 +142,7 @@ class _Checker:
                 raise self.fail(
                     f"{where}.name", f"{name!r} is not a valid environment variable name"
                 )
-            if name in _OWN_NAMES:
+            if name in OWN_NAMES:
                 raise self.fail(f"{where}.name", f"{name} comes from trackingUri/uiUrl, not env")
             unknown = set(item) - {"name", "value", "valueFrom"}
             if unknown:
@@ -316,7 +316,7 @@ def parse_setting(
         if not isinstance(model_volume, dict) or set(model_volume) - {"size", "storageClassName"}:
             raise c.fail("spec.modelInit.volume", "may hold only size and storageClassName")
         size = c.string(model_volume.get("size"), "spec.modelInit.volume.size")
-        if size is not None and not _QUANTITY.match(size):
+        if size is not None and not QUANTITY.match(size):
             raise c.fail("spec.modelInit.volume.size", f"{size!r} is not a quantity like 20Gi")
         pull = mi.get("imagePullSecrets") or []
         if not isinstance(pull, list) or not all(
