@@ -48,6 +48,9 @@ class Switch:
     def wait_synced(self, timeout: float) -> bool:
         return self.synced
 
+    def workers(self) -> dict[str, int]:
+        return {}
+
 
 @pytest.fixture
 def health() -> Switch:

@@ -95,11 +95,27 @@ def requests_counted(webhook: WebhookProcess, certs: Path) -> float:
     )
 
 
+def serving_workers(webhook: WebhookProcess, certs: Path) -> list[int]:
+    """The two workers, once /readyz counts both as serving: /readyz is ready with one, and a
+    worker still booting acts on no signal (it holds gunicorn's master handlers until its own
+    are set up), so a signal sent to it would test nothing."""
+
+    def both() -> list[int] | None:
+        ready = requests.get(f"{webhook.url}/readyz", verify=certs / "ca.crt", timeout=5)
+        workers = webhook.workers()
+        return (
+            workers if ready.json().get("workers") == {"serving": 2} and len(workers) == 2 else None
+        )
+
+    found: list[int] = wait_until(both, 30, "both workers serving")
+    return found
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGABRT, signal.SIGKILL])
 def test_a_worker_exit_never_stops_the_server(
     webhook: WebhookProcess, certs: Path, sig: signal.Signals
 ) -> None:
-    before = webhook.workers()
+    before = serving_workers(webhook, certs)
     victim = before[0]
     # ABRT is what gunicorn's master sends a worker that stopped answering; it exits at once,
     # so what it had accepted is lost: the assertions start once it is gone.

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import enum
 import mmap
-import os
-import struct
+from collections import Counter
 
 SLOTS = 64
-_HEADER = struct.Struct("<BB")  # draining, stopping
-_SLOT = struct.Struct("<iB")  # pid, state
+_DRAINING, _STOPPING, _FIRST_SLOT = 0, 1, 2  # a byte each; then a byte (WorkerState) per slot
 
 
 class WorkerState(enum.IntEnum):
@@ -28,48 +26,45 @@ class WorkerState(enum.IntEnum):
 
 class RunState:
     def __init__(self) -> None:
-        self._page = mmap.mmap(-1, _HEADER.size + SLOTS * _SLOT.size)
+        self._page = mmap.mmap(-1, _FIRST_SLOT + SLOTS)
 
     @property
     def draining(self) -> bool:
-        return bool(self._page[0])
+        return bool(self._page[_DRAINING])
 
     def start_draining(self) -> None:
-        self._page[0] = 1
+        self._page[_DRAINING] = 1
 
     @property
     def stopping(self) -> bool:
         """Set by the master before it signals the workers to stop: a worker forked just before
         may not have its signal handlers yet, and would miss the signal."""
-        return bool(self._page[1])
+        return bool(self._page[_STOPPING])
 
     def start_stopping(self) -> None:
-        self._page[1] = 1
-
-    def _offset(self, slot: int) -> int:
-        return _HEADER.size + slot * _SLOT.size
-
-    def _read(self, slot: int) -> tuple[int, WorkerState]:
-        pid, state = _SLOT.unpack_from(self._page, self._offset(slot))
-        return pid, WorkerState(state)
+        self._page[_STOPPING] = 1
 
     def reserve(self) -> int:
         """A free slot for a worker about to be forked (called by the master, which forks one
         worker at a time, so no two workers get the same slot)."""
         for slot in range(SLOTS):
-            if self._read(slot)[1] is WorkerState.FREE:
-                _SLOT.pack_into(self._page, self._offset(slot), 0, WorkerState.BOOTING)
+            if self._page[_FIRST_SLOT + slot] == WorkerState.FREE:
+                self.set(slot, WorkerState.BOOTING)
                 return slot
         raise RuntimeError(f"more than {SLOTS} workers")
 
-    def set(self, slot: int, state: WorkerState, pid: int | None = None) -> None:
-        _SLOT.pack_into(self._page, self._offset(slot), pid or os.getpid(), state)
+    def set(self, slot: int, state: WorkerState) -> None:
+        self._page[_FIRST_SLOT + slot] = state
 
     def release(self, slot: int) -> None:
-        _SLOT.pack_into(self._page, self._offset(slot), 0, WorkerState.FREE)
+        self.set(slot, WorkerState.FREE)
 
     def states(self) -> list[WorkerState]:
-        return [s for s in (self._read(i)[1] for i in range(SLOTS)) if s is not WorkerState.FREE]
+        return [WorkerState(b) for b in self._page[_FIRST_SLOT:] if b != WorkerState.FREE]
+
+    def counts(self) -> dict[str, int]:
+        """Workers by state, named in lower case (booting, serving, stalled)."""
+        return dict(Counter(s.name.lower() for s in self.states()))
 
     def ready(self) -> bool:
         """Every worker that accepts connections answers from a complete list of settings, at

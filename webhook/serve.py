@@ -148,6 +148,9 @@ class _Health:
     def ready(self) -> bool:
         return self.runstate.ready()
 
+    def workers(self) -> dict[str, int]:
+        return self.runstate.counts()
+
 
 def kube_client(kubeconfig: Path | None) -> Any:
     from webhook.kube import Api, credentials  # in the worker: see webhook/kube.py

@@ -31,6 +31,9 @@ class Health(Protocol):
     def wait_synced(self, timeout: float) -> bool:
         """Whether this process holds a complete list of settings (waiting up to `timeout`)."""
 
+    def workers(self) -> dict[str, int]:
+        """The server's workers by state (booting, serving, stalled), for /readyz."""
+
 
 class AlwaysReady:
     """For an index filled before the app starts (a file, a test)."""
@@ -40,6 +43,9 @@ class AlwaysReady:
 
     def wait_synced(self, timeout: float) -> bool:
         return True
+
+    def workers(self) -> dict[str, int]:
+        return {}
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -138,9 +144,10 @@ def create_app(
 
     @app.get("/readyz")
     def readyz() -> Response:
+        workers = {"workers": w} if (w := health.workers()) else {}
         if health.ready():
-            return _json({"status": "ready", "settings": len(index)})
-        return _json({"status": "not ready: settings not loaded, or shutting down"}, 503)
+            return _json({"status": "ready", "settings": len(index), **workers})
+        return _json({"status": "not ready: settings not loaded, or shutting down", **workers}, 503)
 
     @app.get("/metrics")
     def prometheus() -> Response:
