@@ -138,7 +138,7 @@ def ensure(
         signing_obj = api.call("GET", f"{path}/{ca_secret}")
         served, signing = _data(served_obj), _data(signing_obj)
         # An install from before the split kept the CA in the served Secret: take it from there.
-        data = {**{k: v for k, v in served.items() if k in SIGNING}, **served, **signing}
+        data = {**served, **signing}
         new = plan(data, hosts, policy, rotate_ca)
         target = new or data
         legacy = any(k in served for k in SIGNING)
