@@ -210,6 +210,14 @@ def test_not_synced_gives_503_so_failure_policy_decides(
     r = client.post("/mutate", json=review())
     assert r.status_code == 503
     assert "not loaded yet" in r.get_json()["error"]
+    # A setting cannot be checked for a duplicate group either; both count as not-ready.
+    r = client.post("/validate", json=setting_review("fresh", "fresh"))
+    assert r.status_code == 503
+    assert "not loaded yet" in r.get_json()["error"]
+    text = client.get("/metrics").get_data(as_text=True)
+    assert (
+        'mlflow_webhook_admission_requests_total{outcome="not-ready",pod_kind="none"} 2.0' in text
+    )
 
 
 def test_wrong_method_and_path_are_json_errors(client: FlaskClient) -> None:

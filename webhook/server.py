@@ -91,6 +91,11 @@ def create_app(
             metrics.requests.labels("bad-request", "none").inc()
             return _json({"error": str(e)}, 400)
 
+    def not_ready(req: Request, start: float) -> Response:
+        _log(req, None, "not-ready", start)
+        metrics.requests.labels("not-ready", "none").inc()
+        return _json({"error": "the MLflow settings are not loaded yet; try again"}, 503)
+
     @app.post("/mutate")
     def mutate() -> Response:
         start = time.perf_counter()
@@ -100,9 +105,7 @@ def create_app(
         if not req.is_pod_create:
             decision = Decision(True, "ignored")
         elif not health.wait_synced(SYNC_WAIT):
-            _log(req, None, "not-ready", start)
-            metrics.requests.labels("not-ready", "none").inc()
-            return _json({"error": "the MLflow settings are not loaded yet; try again"}, 503)
+            return not_ready(req, start)
         else:
             try:
                 decision = decide(req.obj, req.namespace, index, config)
@@ -133,7 +136,7 @@ def create_app(
         if not req.is_setting_write:
             return _json(response(req))
         if not health.wait_synced(SYNC_WAIT):  # without the list, a duplicate goes unseen
-            return _json({"error": "the MLflow settings are not loaded yet; try again"}, 503)
+            return not_ready(req, start)
         verdict = judge_setting(req.obj, req.namespace, index)
         _log(req, None, "accepted" if verdict.allowed else "refused", start)
         return _json(response(req, allowed=verdict.allowed, message=verdict.message))
