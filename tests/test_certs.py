@@ -8,7 +8,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from webhook.certs import BUNDLE, CA_CRT, CA_KEY, TLS_CRT, TLS_KEY, CertPolicy, hosts_for, plan
-from webhook.tls import ReloadingContext, make_ca, make_serving_cert
+from webhook.tls import make_ca, make_serving_cert
+from webhook.tlscontext import ReloadingContext
 
 HOSTS = hosts_for("mlflow-webhook", "mlflow-webhook", ["127.0.0.1"])
 POLICY = CertPolicy(ca_days=730, days=90)
@@ -102,3 +103,25 @@ def test_the_server_context_follows_the_files_and_keeps_the_old_pair_on_bad_ones
     assert renewed is not before
     cert.write_bytes(b"half-written")
     assert reloading.get() is renewed  # a broken pair is not served; the last good one is
+
+
+def test_the_expiry_metric_reads_what_cryptography_reads_from_utc_and_generalized_times(
+    tmp_path: Path,
+) -> None:
+    """The server reads the expiry without `cryptography` (webhook/tlscontext.py): held to its
+    reading for both RFC 5280 time forms (UTCTime until 2049, GeneralizedTime after), for the
+    first certificate of a chain file, and 0 for a file that holds none."""
+    from webhook.tlscontext import not_after
+
+    ca = make_ca(days=365 * 40)  # past 2050: GeneralizedTime
+    for days in (0.5, 90, 365 * 23, 365 * 30):
+        leaf = make_serving_cert(ca, HOSTS, days=days)
+        chain = tmp_path / "tls.crt"
+        chain.write_bytes(leaf.cert_pem() + ca.cert_pem())
+        assert not_after(chain) == leaf.cert.not_valid_after_utc.timestamp()
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem())
+    assert not_after(tmp_path / "ca.crt") == ca.cert.not_valid_after_utc.timestamp()
+    for junk in (b"", b"not a certificate", leaf.key_pem(), leaf.cert_pem()[:200]):
+        (tmp_path / "junk.crt").write_bytes(junk)
+        assert not_after(tmp_path / "junk.crt") == 0.0
+    assert not_after(tmp_path / "missing.crt") == 0.0

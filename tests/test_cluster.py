@@ -262,6 +262,25 @@ def test_the_webhook_identity_reads_settings_but_no_secrets(installed: Installed
         assert e.value.status == 403
 
 
+def test_the_serving_processes_carry_no_library_only_other_commands_need(
+    installed: Installed,
+) -> None:
+    """Memory per worker (goal: 60 MB with 10,000 settings): `cryptography` (7 MB) is for the
+    certificate commands, `requests` with its charset tables (5 MB) for copy-artifacts; neither
+    is mapped into the master or a worker serving from the cluster (read from /proc, as the
+    kernel counts them)."""
+    proc = installed.webhook.proc
+    assert proc is not None
+    master = proc.pid
+    workers = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    assert len(workers) == 2
+    for pid in [str(master), *workers]:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert "/site-packages/gevent/" in maps  # what a serving process does map
+        for library in ("/cryptography/", "/charset_normalizer/"):
+            assert library not in maps, f"process {pid} maps {library}"
+
+
 def test_a_restricted_namespace_admits_the_deployment_with_its_init_container(
     installed: Installed,
 ) -> None:

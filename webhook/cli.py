@@ -38,7 +38,6 @@ def _serve(args: argparse.Namespace) -> int:
     from webhook.serve import ServeOptions, serve
     from webhook.settings.index import SettingsIndex
     from webhook.settings.sources import load_file
-    from webhook.tls import ensure_dev_certs
 
     if (args.settings_file is None) == (not args.cluster):
         raise SystemExit("serve: give --settings-file FILE or --cluster (not both)")
@@ -52,6 +51,8 @@ def _serve(args: argparse.Namespace) -> int:
         index = SettingsIndex(config.default_namespace, config.login_names)
         load_file(args.settings_file, index)
     if args.cert_file is None:
+        from webhook.tls import ensure_dev_certs  # only here: the server runs without it
+
         try:
             cert, key, ca = ensure_dev_certs(args.cert_dir)
         except OSError as e:
@@ -117,7 +118,7 @@ def _read_pod(path: Path) -> dict[str, Any]:
     """One Pod, of the shape the webhook accepts (as the server would answer 400 otherwise)."""
     from webhook.podshape import ShapeError, check
 
-    docs = read_file(path)
+    docs = list(read_file(path))
     if len(docs) != 1 or not isinstance(docs[0][1], dict) or docs[0][1].get("kind", "Pod") != "Pod":
         raise CliError(f"{path}: expected one Pod object")
     pod: dict[str, Any] = docs[0][1]

@@ -3,6 +3,7 @@ of error: the file named and the cause in a few words, never a traceback."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,24 @@ def read_text(path: Path) -> str:
         raise FileProblem(f"{path}: {e.strerror or e}") from None
 
 
-def load_yaml(path: Path, *, all_documents: bool = False) -> Any:
-    """The file's one YAML document, or with `all_documents` the list of them."""
+def load_yaml(path: Path) -> Any:
+    """The file's one YAML document."""
     text = read_text(path)
     try:
-        if all_documents:
-            return list(yaml.load_all(text, Loader=LOADER))
         return yaml.load(text, Loader=LOADER)
     except yaml.YAMLError as e:
-        raise FileProblem(f"{path}: not valid YAML: {brief(str(e))}") from None
+        raise _not_yaml(path, e) from None
+
+
+def iter_yaml(path: Path) -> Iterator[Any]:
+    """The file's YAML documents, one at a time (FileProblem may come at any of them): a caller
+    that keeps only what it needs of each lets the memory of one be reused for the next."""
+    text = read_text(path)
+    try:
+        yield from yaml.load_all(text, Loader=LOADER)
+    except yaml.YAMLError as e:
+        raise _not_yaml(path, e) from None
+
+
+def _not_yaml(path: Path, e: yaml.YAMLError) -> FileProblem:
+    return FileProblem(f"{path}: not valid YAML: {brief(str(e))}")

@@ -10,9 +10,11 @@ import escapism
 _SAFE = set(string.ascii_lowercase + string.digits)
 
 
-@lru_cache(maxsize=65536)
 def escape_group(name: str) -> str:
-    """`Research_Team` -> `escaped--52esearch-5f-54eam`, the value of `primehub.io/group`."""
+    """`Research_Team` -> `escaped--52esearch-5f-54eam`, the value of `primehub.io/group`.
+
+    Not cached: indexing calls it once per setting, and a cache filled while thousands of
+    settings are parsed would keep the parser's freed memory pages from going back."""
     escaped: str = escapism.escape(name, safe=_SAFE, escape_char="-")
     return "escaped-" + escaped.lower()
 

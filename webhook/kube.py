@@ -1,11 +1,12 @@
 """The few Kubernetes API calls the webhook makes (list and watch MLflowSettings, PATCH their
-status, a Lease, the certificate keeper's Secrets), as plain JSON over `requests`.
+status, a Lease, the certificate keeper's Secrets), as plain JSON over `urllib3`.
 
 Why not the official client: importing it loads every model class of the API, about 60 MB per
 process, for calls that need none of them; and objects stay plain dicts here, so fields this code
-does not know survive a read-modify-write.
+does not know survive a read-modify-write. Why not `requests`: 5 MB more per worker (its
+charset detection and IDNA tables) for what urllib3, under it, does alone.
 
-Nothing here imports `requests` before an Api is made (see Api.__init__).
+Nothing here imports `urllib3` before an Api is made (see Api.__init__).
 
 Credentials: in a pod, the ServiceAccount's token (read again as the kubelet rotates it) and CA;
 with `--kubeconfig`, its current context's server, CA and a token or client certificate.
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from webhook.files import FileProblem, load_yaml
 
@@ -122,15 +124,20 @@ class Api:
     error is ApiError with its status."""
 
     def __init__(self, creds: Credentials, timeout: float = 30) -> None:
-        # Here, not at the top: requests (urllib3) binds ssl.SSLContext when imported, so it is
-        # imported only in the worker processes, after gevent patched the standard library.
-        import requests
+        # Here, not at the top: urllib3 binds ssl.SSLContext when imported, so it is imported
+        # only in the worker processes, after gevent patched the standard library.
+        import urllib3
 
         self.creds, self.timeout = creds, timeout
-        self.session = requests.Session()
-        self.session.verify = creds.verify
-        self.session.cert = creds.cert
-        self.session.trust_env = False  # no proxy between us and the API server
+        tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED"}
+        if creds.verify is False:
+            tls["cert_reqs"] = "CERT_NONE"
+        if isinstance(creds.verify, str):
+            tls["ca_certs"] = creds.verify
+        if creds.cert is not None:
+            tls["cert_file"], tls["key_file"] = creds.cert
+        # No retries (a failed call is the caller's to retry), no proxy from the environment.
+        self.pool = urllib3.PoolManager(retries=False, **tls)
 
     def _headers(self, content_type: str) -> dict[str, str]:
         headers = {"Accept": "application/json", "Content-Type": content_type}
@@ -138,6 +145,9 @@ class Api:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         return headers
+
+    def _url(self, path: str, query: list[tuple[str, str]] | dict[str, Any] | None) -> str:
+        return self.creds.server + path + (f"?{urlencode(query)}" if query else "")
 
     def call(
         self,
@@ -147,47 +157,52 @@ class Api:
         content_type: str = "application/json",
         query: list[tuple[str, str]] | dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
-        reply = self.session.request(
+        reply = self.pool.request(
             method,
-            self.creds.server + path,
-            data=None if body is None else json.dumps(body),
-            params=query,
+            self._url(path, query),
+            body=None if body is None else json.dumps(body).encode(),
             headers=self._headers(content_type),
             timeout=self.timeout,
         )
-        if reply.status_code == 404 and method == "GET":
+        if reply.status == 404 and method == "GET":
             return None
-        if reply.status_code == 409:
+        if reply.status == 409:
             raise Conflict(path)
-        if reply.status_code >= 400:
-            raise ApiError(reply.status_code, _message(reply))
-        result: dict[str, Any] = reply.json()
+        if reply.status >= 400:
+            raise ApiError(reply.status, _message(reply.data, reply.reason))
+        result: dict[str, Any] = json.loads(reply.data)
         return result
 
     def watch(self, path: str, query: dict[str, Any], timeout: float) -> Iterator[dict[str, Any]]:
         """The events of a watch until the server ends it (after `timeout` seconds, say); an
         ERROR event (such as 410 Gone: the version expired) is raised as ApiError."""
-        with self.session.get(
-            self.creds.server + path,
-            params={**query, "watch": "true", "timeoutSeconds": int(timeout)},
+        from urllib3 import Timeout  # imported by __init__ already
+
+        reply = self.pool.request(
+            "GET",
+            self._url(path, {**query, "watch": "true", "timeoutSeconds": int(timeout)}),
             headers=self._headers("application/json"),
-            stream=True,
-            timeout=(10, timeout + 30),
-        ) as reply:
-            if reply.status_code >= 400:
-                raise ApiError(reply.status_code, _message(reply))
-            for line in reply.iter_lines(chunk_size=None):
-                if not line:
+            preload_content=False,
+            timeout=Timeout(connect=10, read=timeout + 30),
+        )
+        try:
+            if reply.status >= 400:
+                raise ApiError(reply.status, _message(reply.read(), reply.reason))
+            for line in reply:  # one event per line, as the server sends them
+                if not line.strip():
                     continue
                 event: dict[str, Any] = json.loads(line)
                 if event.get("type") == "ERROR":
                     status = event.get("object") or {}
                     raise ApiError(int(status.get("code") or 500), str(status.get("message")))
                 yield event
+        finally:
+            reply.close()  # a watch left early: its connection is not reused
+            reply.release_conn()
 
 
-def _message(reply: Any) -> str:
+def _message(body: bytes, reason: str | None) -> str:
     try:
-        return str(reply.json().get("message") or reply.reason)[:500]
-    except ValueError:
-        return (reply.text or reply.reason or "")[:500]
+        return str(json.loads(body).get("message") or reason)[:500]
+    except (ValueError, AttributeError):
+        return (body.decode("utf-8", "replace") or reason or "")[:500]

@@ -35,7 +35,7 @@ from webhook.config import Config
 from webhook.memory import release_free_memory
 from webhook.runstate import RunState, WorkerState
 from webhook.settings.index import SettingsIndex
-from webhook.tls import ReloadingContext, not_after
+from webhook.tlscontext import ReloadingContext, not_after
 
 log = logging.getLogger(__name__)
 

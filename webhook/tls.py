@@ -1,15 +1,11 @@
-"""Certificates (a CA and serving certificates, made with `cryptography`) and a server-side TLS
-context that picks up renewed certificate files without a restart."""
+"""Making certificates (a CA and serving certificates) with `cryptography`. The server itself
+does not import this (see webhook/tlscontext.py): `cryptography` costs each worker 7 MB."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
-import logging
 import os
-import ssl
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +13,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-log = logging.getLogger(__name__)
 
 Key = ec.EllipticCurvePrivateKey
 
@@ -114,15 +108,6 @@ def remaining(cert: x509.Certificate) -> datetime.timedelta:
     return cert.not_valid_after_utc - _now()
 
 
-def not_after(cert_file: Path) -> float:
-    """When the certificate in the file expires (a Unix time); 0 when it cannot be read."""
-    try:
-        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
-    except (OSError, ValueError):
-        return 0.0
-    return cert.not_valid_after_utc.timestamp()
-
-
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
@@ -146,45 +131,3 @@ def ensure_dev_certs(directory: Path, hosts: list[str] | None = None) -> tuple[P
     write_atomic(key_file, serving.key_pem())
     write_atomic(cert_file, serving.cert_pem(), 0o644)
     return cert_file, key_file, ca_file
-
-
-class ReloadingContext:
-    """Server SSLContexts that follow the certificate files: `get()` (called for every new
-    connection) checks at most once a second whether the files changed and then builds a new
-    context. Open connections keep theirs, so nothing in flight is dropped."""
-
-    def __init__(self, cert_file: Path, key_file: Path, check_every: float = 1.0) -> None:
-        self.cert_file, self.key_file, self.check_every = cert_file, key_file, check_every
-        self._lock = threading.Lock()
-        self._stamp = self._files_stamp()
-        self._checked = time.monotonic()
-        self._current = self._build()
-
-    def _files_stamp(self) -> tuple[float, float, int, int]:
-        c, k = self.cert_file.stat(), self.key_file.stat()
-        return (c.st_mtime, k.st_mtime, c.st_ino, k.st_ino)
-
-    def _build(self) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(self.cert_file, self.key_file)
-        return ctx
-
-    def get(self) -> ssl.SSLContext:
-        now = time.monotonic()
-        if now - self._checked >= self.check_every:
-            with self._lock:
-                if now - self._checked >= self.check_every:
-                    self._checked = now
-                    self._maybe_reload()
-        return self._current
-
-    def _maybe_reload(self) -> None:
-        try:
-            stamp = self._files_stamp()
-            if stamp != self._stamp:
-                self._current = self._build()
-                self._stamp = stamp
-                log.info("loaded renewed certificate from %s", self.cert_file)
-        except (OSError, ssl.SSLError) as e:  # half-written files: keep serving the old pair
-            log.warning("certificate reload failed, keeping the current one: %s", e)

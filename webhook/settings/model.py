@@ -6,7 +6,7 @@ Env entries stay in Kubernetes' own shape (plain dicts) so they are injected exa
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from webhook import API_GROUP, API_VERSION, KIND
@@ -34,13 +34,13 @@ class SettingError(ValueError):
         self.path = path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ArtifactVolume:
     claim_name: str
     mount_path: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CaBundle:
     """A private CA for the tracking server and the S3 endpoint: one key of a ConfigMap or a
     Secret in the setting's namespace, holding PEM certificates."""
@@ -50,7 +50,7 @@ class CaBundle:
     key: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ModelInitOverride:
     image: str | None = None
     resources: dict[str, Any] | None = None
@@ -60,7 +60,10 @@ class ModelInitOverride:
     image_pull_secrets: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+NO_OVERRIDE = ModelInitOverride()  # shared: most settings have none (10,000 copies are 1 MB)
+
+
+@dataclass(frozen=True, slots=True)
 class MLflowSetting:
     namespace: str
     name: str
@@ -72,7 +75,7 @@ class MLflowSetting:
     artifact_env: tuple[EnvVar, ...] = ()
     artifact_env_from: tuple[EnvFromSource, ...] = ()
     artifact_volume: ArtifactVolume | None = None
-    model_init: ModelInitOverride = field(default_factory=ModelInitOverride)
+    model_init: ModelInitOverride = NO_OVERRIDE
     ca_bundle: CaBundle | None = None
 
     @property
@@ -301,7 +304,7 @@ def parse_setting(
                 raise c.fail(f"{path}[{i}].name", f"{item['name']} is set twice")
             seen.add(item["name"])
     volume = _artifact_volume(c, spec.get("artifactVolume"), group)
-    model_init = ModelInitOverride()
+    model_init = NO_OVERRIDE
     if spec.get("modelInit") is not None:
         mi = spec["modelInit"]
         fields = {"image", "resources", "env", "volume", "imagePullSecrets"}

@@ -9,17 +9,17 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from webhook import API_GROUP, API_VERSION, KIND, PLURAL
 from webhook.brief import brief
-from webhook.files import FileProblem, load_yaml
+from webhook.files import FileProblem, iter_yaml
 from webhook.kube import Api, ApiError
 from webhook.memory import release_free_memory
-from webhook.settings.index import SettingsIndex
-from webhook.settings.model import MLflowSetting, SettingError, parse_setting
+from webhook.settings.index import Entry, SettingsIndex
+from webhook.settings.model import SettingError, parse_setting
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +32,22 @@ class SourceError(ValueError):
 COMPANIONS = {("v1", "Secret"), ("v1", "ConfigMap")}
 
 
-def read_file(path: Path) -> list[tuple[str, Any]]:
-    """The documents of a YAML file (items of a `kind: List` included), each with where it is."""
+def read_file(path: Path) -> Iterator[tuple[str, Any]]:
+    """The documents of a YAML file (items of a `kind: List` included), each with where it is,
+    one at a time (SourceError may come at any of them)."""
     try:
-        docs = load_yaml(path, all_documents=True)
+        for n, doc in enumerate(iter_yaml(path), 1):
+            if doc is None:
+                continue
+            if isinstance(doc, dict) and doc.get("kind") == "List":
+                items = doc.get("items") or []
+                if not isinstance(items, list):
+                    raise SourceError(f"{path}: document {n}: items of a List must be a list")
+                yield from ((f"document {n} item {i + 1}", item) for i, item in enumerate(items))
+            else:
+                yield f"document {n}", doc
     except FileProblem as e:
         raise SourceError(str(e)) from None
-    found: list[tuple[str, Any]] = []
-    for n, doc in enumerate(docs, 1):
-        if doc is None:
-            continue
-        if isinstance(doc, dict) and doc.get("kind") == "List":
-            items = doc.get("items") or []
-            if not isinstance(items, list):
-                raise SourceError(f"{path}: document {n}: items of a List must be a list")
-            found.extend((f"document {n} item {i + 1}", item) for i, item in enumerate(items))
-        else:
-            found.append((f"document {n}", doc))
-    return found
 
 
 def file_stamp(path: Path) -> tuple[float, int, int] | None:
@@ -67,8 +65,7 @@ def load_file(path: Path, index: SettingsIndex) -> None:
     anything else stops start-up with every problem named, and nothing is loaded."""
     stamp = file_stamp(path)  # before reading: a change meanwhile is read again later
     errors: list[str] = []
-    settings: list[Any] = []
-    parsed: list[MLflowSetting] = []
+    entries: list[Entry] = []
     seen: dict[str, str] = {}
     for where, obj in read_file(path):
         if isinstance(obj, dict) and (obj.get("apiVersion"), obj.get("kind")) in COMPANIONS:
@@ -82,13 +79,12 @@ def load_file(path: Path, index: SettingsIndex) -> None:
             errors.append(f"{where}: {KIND} {setting.ref} is also {seen[setting.ref]}")
             continue
         seen[setting.ref] = where
-        settings.append(obj)
-        parsed.append(setting)
-    if not settings and not errors:
+        entries.append(index.entry(obj, setting))
+    if not entries and not errors:
         errors.append(f"holds no {KIND}")
     if errors:
         raise SourceError(f"{path}:\n  " + "\n  ".join(errors))
-    index.replace_all(settings, parsed)
+    index.replace_entries(entries)
     index.source_stamp = stamp
 
 
@@ -143,21 +139,21 @@ class ClusterWatcher:
     def _list(self) -> str:
         """All settings, in pages (so a large list never sits in memory whole), each object
         cut to what the index keeps; returns the list's resourceVersion to watch from."""
-        objects: list[dict[str, Any]] = []
+        entries: list[Entry] = []
         token = None
         while True:
             query: dict[str, Any] = {"limit": self.page_size}
             if token:
                 query["continue"] = token
             page = self.api.call("GET", self.path, query=query) or {}
-            objects.extend(_slim(o) for o in page.get("items") or [])
+            entries.extend(self.index.entry(_slim(o)) for o in page.get("items") or [])
             meta = page.get("metadata") or {}
             version, token = str(meta["resourceVersion"]), meta.get("continue")
             del page
             if not token:
                 break
-        self.index.replace_all(objects)
-        del objects
+        self.index.replace_entries(entries)
+        del entries
         release_free_memory()
         self.on_change()
         self.on_sync()
