@@ -19,19 +19,22 @@ def _escape(key: str) -> str:
     return key
 
 
-def make_patch(old: Any, new: Any, path: str = "") -> list[Op]:
-    if old == new:
-        return []
+def make_patch(old: Any, new: Any) -> list[Op]:
+    return [] if old == new else _diff(old, new, "")
+
+
+def _diff(old: Any, new: Any, path: str) -> list[Op]:
+    """The operations from `old` to `new`, which differ. Equal children are skipped with one
+    comparison each, before any path is built for them."""
     if isinstance(old, dict) and isinstance(new, dict):
         ops: list[Op] = [
             {"op": "remove", "path": f"{path}/{_escape(k)}"} for k in old if k not in new
         ]
         for key, value in new.items():
-            where = f"{path}/{_escape(key)}"
-            if key in old:
-                ops.extend(make_patch(old[key], value, where))
-            else:
-                ops.append({"op": "add", "path": where, "value": value})
+            if key not in old:
+                ops.append({"op": "add", "path": f"{path}/{_escape(key)}", "value": value})
+            elif old[key] != value:
+                ops.extend(_diff(old[key], value, f"{path}/{_escape(key)}"))
         return ops
     if isinstance(old, list) and isinstance(new, list):
         n = len(old)
@@ -41,7 +44,12 @@ def make_patch(old: Any, new: Any, path: str = "") -> list[Op]:
             # In increasing order: each add lands where the new list has it.
             return [{"op": "add", "path": f"{path}/{i}", "value": new[i]} for i in inserted]
         if len(new) == n:
-            return [op for i in range(n) for op in make_patch(old[i], new[i], f"{path}/{i}")]
+            return [
+                op
+                for i, (was, now) in enumerate(zip(old, new, strict=True))
+                if was != now
+                for op in _diff(was, now, f"{path}/{i}")
+            ]
     return [{"op": "replace", "path": path, "value": new}]
 
 

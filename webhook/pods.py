@@ -53,7 +53,9 @@ class Target:
 
 
 def _matches(labels: Labels, selectors: tuple[Labels, ...]) -> bool:
-    return any(all(labels.get(k) == v for k, v in s.items()) for s in selectors)
+    """Some selector's labels are all among the pod's (a subset test of the items, in C)."""
+    items = labels.items()
+    return any(s.items() <= items for s in selectors)
 
 
 def kind_of(pod: dict[str, Any], config: Config) -> PodKind:
