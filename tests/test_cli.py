@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.procs import free_port
+
 ROOT = Path(__file__).parent.parent
 SETTINGS = ROOT / "examples" / "settings.yaml"
 
@@ -172,3 +174,22 @@ def test_a_settings_file_may_carry_the_secrets_it_refers_to(files: Path) -> None
         str(ROOT / "examples" / "pods" / "job.yaml"),
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_certificate_keeper_without_an_api_server_is_one_line_and_exit_1(
+    tmp_path: Path,
+) -> None:
+    port = free_port()  # nothing listens there
+    config = tmp_path / "kubeconfig"
+    config.write_text(f"""apiVersion: v1
+kind: Config
+current-context: c
+contexts: [{{name: c, context: {{cluster: k, user: u}}}}]
+clusters: [{{name: k, cluster: {{server: "https://127.0.0.1:{port}"}}}}]
+users: [{{name: u, user: {{token: abc}}}}]
+""")
+    result = run("certs", "ensure", "--kubeconfig", str(config))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"no answer from the API server https://127.0.0.1:{port}" in result.stderr
+    assert "abc" not in result.stderr

@@ -13,8 +13,10 @@ from typing import Any
 import yaml
 
 from webhook import __version__
+from webhook.brief import brief
 from webhook.config import ConfigError, load_config
 from webhook.files import FileProblem, read_text
+from webhook.kube import ApiError
 from webhook.settings.sources import SourceError, read_file
 
 
@@ -376,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SourceError, CliError) as e:
         print(f"mlflow-webhook: {e}", file=sys.stderr)
         return 2
+    except ApiError as e:  # the certificate keeper's calls: refused, or no answer
+        print(f"mlflow-webhook: {brief(e)}", file=sys.stderr)
+        return 1
     return code
 
 

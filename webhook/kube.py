@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from webhook.brief import brief
 from webhook.files import FileProblem, load_yaml
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -36,8 +37,15 @@ class Conflict(Exception):
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
+        super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
+
+
+class Unreachable(ApiError):
+    """No answer from the API server (refused, timed out, TLS failed): status 0."""
+
+    def __init__(self, server: str, error: Exception) -> None:
+        super().__init__(0, f"no answer from the API server {server}: {brief(error)}")
 
 
 class ConfigError(ValueError):
@@ -138,6 +146,7 @@ class Api:
             tls["cert_file"], tls["key_file"] = creds.cert
         # No retries (a failed call is the caller's to retry), no proxy from the environment.
         self.pool = urllib3.PoolManager(retries=False, **tls)
+        self._transport_error = urllib3.exceptions.HTTPError
 
     def _headers(self, content_type: str) -> dict[str, str]:
         headers = {"Accept": "application/json", "Content-Type": content_type}
@@ -157,13 +166,16 @@ class Api:
         content_type: str = "application/json",
         query: list[tuple[str, str]] | dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
-        reply = self.pool.request(
-            method,
-            self._url(path, query),
-            body=None if body is None else json.dumps(body).encode(),
-            headers=self._headers(content_type),
-            timeout=self.timeout,
-        )
+        try:
+            reply = self.pool.request(
+                method,
+                self._url(path, query),
+                body=None if body is None else json.dumps(body).encode(),
+                headers=self._headers(content_type),
+                timeout=self.timeout,
+            )
+        except self._transport_error as e:
+            raise Unreachable(self.creds.server, e) from None
         if reply.status == 404 and method == "GET":
             return None
         if reply.status == 409:
@@ -178,27 +190,36 @@ class Api:
         ERROR event (such as 410 Gone: the version expired) is raised as ApiError."""
         from urllib3 import Timeout  # imported by __init__ already
 
-        reply = self.pool.request(
-            "GET",
-            self._url(path, {**query, "watch": "true", "timeoutSeconds": int(timeout)}),
-            headers=self._headers("application/json"),
-            preload_content=False,
-            timeout=Timeout(connect=10, read=timeout + 30),
-        )
+        try:
+            reply = self.pool.request(
+                "GET",
+                self._url(path, {**query, "watch": "true", "timeoutSeconds": int(timeout)}),
+                headers=self._headers("application/json"),
+                preload_content=False,
+                timeout=Timeout(connect=10, read=timeout + 30),
+            )
+        except self._transport_error as e:
+            raise Unreachable(self.creds.server, e) from None
         try:
             if reply.status >= 400:
                 raise ApiError(reply.status, _message(reply.read(), reply.reason))
-            for line in reply:  # one event per line, as the server sends them
-                if not line.strip():
-                    continue
-                event: dict[str, Any] = json.loads(line)
-                if event.get("type") == "ERROR":
-                    status = event.get("object") or {}
-                    raise ApiError(int(status.get("code") or 500), str(status.get("message")))
-                yield event
+            yield from self._events(reply)
+        except self._transport_error as e:  # the connection broke mid-watch
+            raise Unreachable(self.creds.server, e) from None
         finally:
             reply.close()  # a watch left early: its connection is not reused
             reply.release_conn()
+
+    @staticmethod
+    def _events(reply: Any) -> Iterator[dict[str, Any]]:
+        for line in reply:  # one event per line, as the server sends them
+            if not line.strip():
+                continue
+            event: dict[str, Any] = json.loads(line)
+            if event.get("type") == "ERROR":
+                status = event.get("object") or {}
+                raise ApiError(int(status.get("code") or 500), str(status.get("message")))
+            yield event
 
 
 def _message(body: bytes, reason: str | None) -> str:
