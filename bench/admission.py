@@ -4,7 +4,12 @@ against a no-op endpoint (same server settings; parses the review and admits) in
 Prints, as medians over interleaved rounds: throughput (closed loop), p50/p99 latency at a fixed
 rate, with 10 and with 10,000 settings loaded, the ratios, and resident memory per worker.
 
+With --baseline-src DIR (another checkout, e.g. `git worktree add /tmp/before <commit>`), the
+no-op and the webhook with 10 settings of that checkout run in the same rounds, and the ratio
+of the two throughput ratios is printed: how much of its lead over its own no-op the webhook kept.
+
     python -m bench.admission [--rounds 3] [--seconds 5] [--rate 200] [--workers 2]
+                              [--baseline-src DIR]
 """
 
 from __future__ import annotations
@@ -92,14 +97,22 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--rate", type=float, default=200)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--baseline-src", type=Path, help="also run this checkout's no-op and webhook")
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-admission-"))
     cert, key, ca = ensure_dev_certs(tmp / "certs")
     servers: dict[str, tuple[subprocess.Popen[bytes], Target]] = {}
+    plan: list[tuple[str, int, Path | None]] = [
+        ("noop", 10, None),
+        ("webhook-10", 10, None),
+        ("webhook-10000", 10_000, None),
+    ]
+    if a.baseline_src:
+        plan += [("noop-base", 10, a.baseline_src), ("webhook-10-base", 10, a.baseline_src)]
     with contextlib.ExitStack() as stack:
-        for name, n in (("noop", 10), ("webhook-10", 10), ("webhook-10000", 10_000)):
+        for name, n, src in plan:
             port = free_port()
-            if name == "noop":
+            if name.startswith("noop"):
                 args = [
                     sys.executable,
                     "-m",
@@ -129,7 +142,7 @@ def main() -> None:
                     "--log-level",
                     "warning",
                 ]
-            proc = stack.enter_context(running(args, tmp / f"{name}.log"))
+            proc = stack.enter_context(running(args, tmp / f"{name}.log", cwd=src))
             url = f"https://127.0.0.1:{port}/readyz"
             wait_until(lambda u=url: requests.get(u, verify=ca, timeout=2).ok, 120, name, proc)
             servers[name] = (proc, Target("127.0.0.1", port, str(ca), "/mutate", bodies(n)))
@@ -155,6 +168,13 @@ def main() -> None:
             f"throughput vs no-op: 10 settings {med['webhook-10']['rps'] / base:.2f}, "
             f"10,000 settings {med['webhook-10000']['rps'] / base:.2f}"
         )
+        if a.baseline_src:
+            now = med["webhook-10"]["rps"] / base
+            then = med["webhook-10-base"]["rps"] / med["noop-base"]["rps"]
+            print(
+                f"throughput vs its own no-op: this checkout {now:.2f}, {a.baseline_src} "
+                f"{then:.2f}; kept {now / then:.2f} of it (goal >= 0.9)"
+            )
         print(
             f"10,000 vs 10 settings: throughput "
             f"{med['webhook-10000']['rps'] / med['webhook-10']['rps']:.3f}, p99 "
