@@ -32,6 +32,7 @@ import requests
 from bench.load import pct
 from tests.cluster import ControlPlane, control_plane, install
 from tests.procs import free_port, running, wait_until
+from tests.reviews import pod_review
 from tests.scenarios import group_namespace, scenario_pod
 from tests.webhookproc import WebhookProcess, serving_certs
 
@@ -63,18 +64,7 @@ def answered_patch(cp: ControlPlane, ours: str, ca_file: Path) -> list[Any]:
     service account's volume: read back from a dry run where no webhook is registered)."""
     pod = scenario_pod("notebook", "bench-none")
     seen = cp.request("POST", "/api/v1/namespaces/bench-none/pods", pod, dryRun="All").json()
-    review = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "bench",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "bench-ours",
-            "operation": "CREATE",
-            "object": seen,
-        },
-    }
+    review = pod_review(seen, namespace="bench-ours")
     reply = requests.post(f"{ours}/mutate", json=review, verify=ca_file, timeout=10)
     patch: list[Any] = json.loads(base64.b64decode(reply.json()["response"]["patch"]))
     return patch

@@ -18,6 +18,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.golden import CASES, golden_index, load_case
+from tests.reviews import pod_review
 from webhook.config import Config
 from webhook.metrics import Metrics
 from webhook.server import create_app
@@ -144,18 +145,11 @@ def edit(pod: Any, rng: random.Random) -> Any:
 
 
 def review(pod: Any, rng: random.Random) -> dict[str, Any]:
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": f"fuzz-{rng.randrange(10**9)}",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": rng.choice(["hub", "hub", "hub", "ml", "elsewhere"]),
-            "operation": "CREATE",
-            "object": pod,
-        },
-    }
+    return pod_review(
+        pod,
+        uid=f"fuzz-{rng.randrange(10**9)}",
+        namespace=rng.choice(["hub", "hub", "hub", "ml", "elsewhere"]),
+    )
 
 
 def body_text(data: Any, rng: random.Random) -> bytes:

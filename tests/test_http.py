@@ -13,6 +13,7 @@ import yaml
 from flask.testing import FlaskClient
 
 from tests.golden import GOLDEN, golden_index
+from tests.reviews import pod_review
 from webhook.config import Config
 from webhook.metrics import Metrics
 from webhook.server import create_app
@@ -22,17 +23,7 @@ DEPLOYMENT = yaml.safe_load((GOLDEN / "cases" / "no-setting-deployment.yaml").re
 
 
 def review(pod: Any = POD, version: str = "v1", **request: Any) -> dict[str, Any]:
-    req = {
-        "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-        "kind": {"group": "", "version": "v1", "kind": "Pod"},
-        "resource": {"group": "", "version": "v1", "resource": "pods"},
-        "namespace": "hub",
-        "operation": "CREATE",
-        "object": pod,
-        "dryRun": False,
-        **request,
-    }
-    return {"apiVersion": f"admission.k8s.io/{version}", "kind": "AdmissionReview", "request": req}
+    return pod_review(pod, version, **request)
 
 
 class Switch:
