@@ -16,7 +16,8 @@ CASES = sorted((GOLDEN / "cases").glob("*.yaml"))
 
 def golden_index() -> SettingsIndex:
     index = SettingsIndex(Config().default_namespace)
-    index.replace_all(d for d in yaml.safe_load_all((GOLDEN / "settings.yaml").read_text()) if d)
+    docs = yaml.safe_load_all((GOLDEN / "settings.yaml").read_text())
+    index.replace_entries(index.entry(d) for d in docs if d)
     return index
 
 

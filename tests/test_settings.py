@@ -184,7 +184,7 @@ def test_index_follows_upserts_deletes_and_conflicts() -> None:
     a = copy.deepcopy(GOOD)
     b = copy.deepcopy(GOOD)
     b["metadata"]["name"] = "g2"
-    index.replace_all([a])
+    index.replace_entries([index.entry(a)])
     key = ("hub", "escaped--47-5f1")
     assert isinstance(index.lookup(*key), MLflowSetting)
     index.upsert(b)
@@ -202,7 +202,7 @@ def test_index_follows_upserts_deletes_and_conflicts() -> None:
 
 def test_an_invalid_update_is_reported_under_its_group() -> None:
     index = SettingsIndex()
-    index.replace_all([GOOD])
+    index.replace_entries([index.entry(GOOD)])
     bad = with_spec(trackingUri="nope")
     index.upsert(bad)
     found = index.lookup("hub", "escaped--47-5f1")

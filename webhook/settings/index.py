@@ -136,10 +136,6 @@ class SettingsIndex:
         """Groups that more than one setting claims in one namespace."""
         return sum(1 for refs in self._refs_by_key.values() if len(refs) > 1)
 
-    def replace_all(self, objects: Iterable[Any]) -> None:
-        """Makes the index hold exactly these objects (a full list from a source)."""
-        self.replace_entries(self.entry(obj) for obj in objects)
-
     def replace_entries(self, made: Iterable[Entry]) -> None:
         """Makes the index hold exactly these entries (made by `entry`)."""
         entries = {entry.ref: entry for entry in made}
