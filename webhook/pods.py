@@ -44,7 +44,7 @@ def wants_model(pod: dict[str, Any]) -> bool:
     return ANNOTATION_MODEL_URI in annotations or primehub_initializer(pod) is not None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     kind: PodKind
     group_key: str  # escaped, as PrimeHub's label holds it; "" when the pod names no group

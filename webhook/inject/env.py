@@ -18,7 +18,7 @@ from webhook.inject.ca import CA_FILE
 from webhook.settings.model import EnvFromSource, EnvVar, MLflowSetting
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EnvGroup:
     """Variables that travel together; `credentials` are the names that form one login,
     `servers` the names that say where that login is sent, and `bound` names that only make
@@ -34,6 +34,7 @@ class EnvGroup:
 TRACKING_SERVERS = frozenset({"MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"})
 ARTIFACT_SERVERS = frozenset({"MLFLOW_S3_ENDPOINT_URL"})
 TRACKING_CA, ARTIFACT_CA = "MLFLOW_TRACKING_SERVER_CERT_PATH", "AWS_CA_BUNDLE"
+_TRACKING_BOUND, _ARTIFACT_BOUND = frozenset({TRACKING_CA}), frozenset({ARTIFACT_CA})
 
 
 def server_env(setting: MLflowSetting) -> tuple[EnvVar, ...]:
@@ -57,14 +58,14 @@ def container_env_plan(setting: MLflowSetting, config: Config) -> tuple[EnvGroup
             setting.tracking_env_from,
             config.tracking_credentials,
             TRACKING_SERVERS,
-            frozenset({TRACKING_CA}),
+            _TRACKING_BOUND,
         ),
         EnvGroup(
             setting.artifact_env + artifact_ca,
             setting.artifact_env_from,
             config.artifact_credentials,
             ARTIFACT_SERVERS,
-            frozenset({ARTIFACT_CA}),
+            _ARTIFACT_BOUND,
         ),
     )
 
