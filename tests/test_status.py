@@ -147,3 +147,6 @@ def test_ready_and_its_reason_follow_the_settings_and_one_server_writes(
         2,
         "fixed settings to turn Ready",
     )
+    # The watch, the status writes and the Lease at once: no connection churn in the logs.
+    for server in two_servers:
+        assert "urllib3" not in server.log.read_text()

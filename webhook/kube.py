@@ -144,8 +144,10 @@ class Api:
             tls["ca_certs"] = creds.verify
         if creds.cert is not None:
             tls["cert_file"], tls["key_file"] = creds.cert
-        # No retries (a failed call is the caller's to retry), no proxy from the environment.
-        self.pool = urllib3.PoolManager(retries=False, **tls)
+        # No retries (a failed call is the caller's to retry), no proxy from the environment;
+        # room for the watch, the status writer and the Lease at once (a full pool drops the
+        # extra connection with a warning each time).
+        self.pool = urllib3.PoolManager(retries=False, maxsize=4, **tls)
         self._transport_error = urllib3.exceptions.HTTPError
 
     def _headers(self, content_type: str) -> dict[str, str]:
