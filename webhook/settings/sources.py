@@ -220,6 +220,7 @@ class FileWatcher:
                 )
                 self.on_reload(False)
                 continue
+            release_free_memory()
             log.info("reloaded %d MLflowSettings from %s", len(self.index), self.path)
             self.on_reload(True)
 
