@@ -138,7 +138,8 @@ class ClusterWatcher:
 
     def _list(self) -> str:
         """All settings, in pages (so a large list never sits in memory whole), each object
-        cut to what the index keeps; returns the list's resourceVersion to watch from."""
+        made into its index entry as its page is read (the entry keeps the parsed setting and
+        the status, not the object); returns the list's resourceVersion to watch from."""
         entries: list[Entry] = []
         token = None
         while True:
@@ -146,7 +147,7 @@ class ClusterWatcher:
             if token:
                 query["continue"] = token
             page = self.api.call("GET", self.path, query=query) or {}
-            entries.extend(self.index.entry(_slim(o)) for o in page.get("items") or [])
+            entries.extend(self.index.entry(o) for o in page.get("items") or [])
             meta = page.get("metadata") or {}
             version, token = str(meta["resourceVersion"]), meta.get("continue")
             del page
@@ -170,7 +171,7 @@ class ClusterWatcher:
                     version = (obj.get("metadata") or {}).get("resourceVersion") or version
                     self.on_sync()  # bookmarks too: the watch is alive and current
                     if kind in ("ADDED", "MODIFIED"):
-                        self.index.upsert(_slim(obj))
+                        self.index.upsert(obj)
                     elif kind == "DELETED":
                         self.index.delete(obj)
                     else:
@@ -223,16 +224,3 @@ class FileWatcher:
             release_free_memory()
             log.info("reloaded %d MLflowSettings from %s", len(self.index), self.path)
             self.on_reload(True)
-
-
-def _slim(obj: dict[str, Any]) -> dict[str, Any]:
-    """What the index keeps of an object: managedFields and annotations (last-applied
-    configuration, often as large as the object) are dropped."""
-    meta = obj.get("metadata") or {}
-    return {
-        "apiVersion": obj.get("apiVersion"),
-        "kind": obj.get("kind"),
-        "metadata": {k: meta[k] for k in ("name", "namespace", "generation") if k in meta},
-        "spec": obj.get("spec"),
-        "status": obj.get("status"),
-    }
