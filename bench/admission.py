@@ -2,7 +2,9 @@
 against a no-op endpoint (same server settings; parses the review and admits) in the same run.
 
 Prints, as medians over interleaved rounds: throughput (closed loop), p50/p99 latency at a fixed
-rate, with 10 and with 10,000 settings loaded, the ratios, and resident memory per worker.
+rate, with 10 and with 10,000 settings loaded, the ratios, resident memory per worker, and the
+server's CPU time per request (master and workers, from schedstat), both flat out and at the
+fixed rate: steadier than throughput on a shared machine, since it ignores who else ran.
 
 With --baseline-src DIR (another checkout, e.g. `git worktree add /tmp/before <commit>`), the
 no-op and the webhook with 10 settings of that checkout run in the same rounds, and the ratio
@@ -27,7 +29,7 @@ from typing import Any
 import requests
 import yaml
 
-from bench.load import Target, at_rate, pct, throughput
+from bench.load import Target, at_rate, cpu_seconds, pct, throughput
 from tests.procs import free_port, running, wait_until
 from webhook.groups import escape_group
 from webhook.tls import ensure_dev_certs
@@ -147,26 +149,36 @@ def main() -> None:
             wait_until(lambda u=url: requests.get(u, verify=ca, timeout=2).ok, 120, name, proc)
             servers[name] = (proc, Target("127.0.0.1", port, str(ca), "/mutate", bodies(n)))
         results: dict[str, dict[str, list[float]]] = {
-            n: {"rps": [], "p50": [], "p99": []} for n in servers
+            n: {"rps": [], "p50": [], "p99": [], "busy": [], "calm": []} for n in servers
         }
         for r in range(a.rounds):
-            for name, (_, target) in servers.items():  # interleaved: noise hits all alike
-                results[name]["rps"].append(throughput(target, a.seconds))
+            for name, (proc, target) in servers.items():  # interleaved: noise hits all alike
+                spent = cpu_seconds(proc.pid)
+                rps = throughput(target, a.seconds)
+                results[name]["rps"].append(rps)
+                results[name]["busy"].append((cpu_seconds(proc.pid) - spent) / (rps * a.seconds))
+                spent = cpu_seconds(proc.pid)
                 lat = at_rate(target, a.rate, a.seconds)
+                results[name]["calm"].append((cpu_seconds(proc.pid) - spent) / len(lat))
                 results[name]["p50"].append(pct(lat, 0.50) * 1000)
                 results[name]["p99"].append(pct(lat, 0.99) * 1000)
             print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
         med = {n: {k: statistics.median(v) for k, v in m.items()} for n, m in results.items()}
         print(
-            f"{'server':<16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}   (at {a.rate:.0f} req/s;"
-            f" medians of {a.rounds} rounds, {a.workers} workers)"
+            f"{'server':<16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU us/req':>12}"
+            f"{'at rate':>9}   (latency and 'at rate' at {a.rate:.0f} req/s; medians of "
+            f"{a.rounds} rounds, {a.workers} workers)"
         )
         for name, m in med.items():
-            print(f"{name:<16}{m['rps']:>10.0f}{m['p50']:>10.2f}{m['p99']:>10.2f}")
+            print(
+                f"{name:<16}{m['rps']:>10.0f}{m['p50']:>10.2f}{m['p99']:>10.2f}"
+                f"{m['busy'] * 1e6:>12.0f}{m['calm'] * 1e6:>9.0f}"
+            )
         base = med["noop"]["rps"]
         print(
             f"throughput vs no-op: 10 settings {med['webhook-10']['rps'] / base:.2f}, "
-            f"10,000 settings {med['webhook-10000']['rps'] / base:.2f}"
+            f"10,000 settings {med['webhook-10000']['rps'] / base:.2f}; our CPU per request "
+            f"beyond the no-op's: {(med['webhook-10']['busy'] - med['noop']['busy']) * 1e6:.0f} us"
         )
         if a.baseline_src:
             now = med["webhook-10"]["rps"] / base

@@ -7,12 +7,14 @@ time, so a server that falls behind is not flattered (no coordinated omission).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import multiprocessing
 import ssl
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,18 @@ def pct(values: list[float], q: float) -> float:
     """The q-quantile (0.99: p99) of the values."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process, its threads and its descendants, to the nanosecond (schedstat):
+    the clock-tick counters of /proc/PID/stat are too coarse for a few hundred pods."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[0]) / 1e9
+        with contextlib.suppress(OSError):
+            total += sum(cpu_seconds(int(c)) for c in (task / "children").read_text().split())
+    return total
 
 
 def _connection(t: Target) -> http.client.HTTPSConnection:
