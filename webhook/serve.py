@@ -223,6 +223,8 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             "backlog": 1024,
             "loglevel": o.log_level,
             "accesslog": None,
+            # TLS is ours, not gunicorn's: its sendfile would write a file past it, in clear.
+            "sendfile": False,
             "pre_fork": pre_fork,
             "post_fork": post_fork,
             "child_exit": child_exit,

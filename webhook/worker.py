@@ -10,6 +10,8 @@ Why our own, on top of gunicorn's gevent worker:
   to new connections at once (gunicorn's gevent worker fixes one context per worker).
 - A worker accepts no connection before its settings are complete (`ready_timeout` bounds the
   wait; after it, /mutate answers 503 until the settings arrive).
+- An answer leaves in one write: gunicorn writes the headers and the body separately, and over
+  TLS each write is its own record and system call.
 - While the server drains (SIGTERM received by the master) every answer carries
   `Connection: close`, so clients move to another replica; when the worker stops, idle
   keep-alive connections are closed at once and requests in flight finish.
@@ -121,9 +123,13 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
                 first = False
                 with gevent.Timeout(timeout):  # headers, body and answer
                     request = next(parser)
-                    # gunicorn's gevent worker drops this answer (keep the connection?).
-                    if not AsyncWorker.handle_request(self, name, request, conn, addr):
-                        return
+                    out = _OneWrite(conn)
+                    try:
+                        # gunicorn's gevent worker drops this answer (keep the connection?).
+                        if not AsyncWorker.handle_request(self, name, request, out, addr):
+                            return
+                    finally:
+                        out.flush()
         except gevent.Timeout:
             log.debug("closing a connection from %s: too slow", addr)
         except (StopIteration, http.errors.NoMoreData, OSError, gevent.GreenletExit):
@@ -149,3 +155,23 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
             return False
         finally:
             self._idle.discard(me)
+
+
+class _OneWrite:
+    """The socket as gunicorn's response writer sees it: what it writes for one answer is kept
+    and sent at once by `flush`."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._parts: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def flush(self) -> None:
+        if self._parts:
+            data, self._parts = b"".join(self._parts), []
+            self._sock.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
