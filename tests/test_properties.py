@@ -3,6 +3,7 @@ does not own exactly as it was (unknown fields included)."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import jsonpatch
@@ -135,7 +136,9 @@ def assert_preserved(old: Any, new: Any, path: str = "") -> None:
 @given(pods())
 def test_mutation_is_idempotent_and_only_adds(drawn: tuple[dict[str, Any], str]) -> None:
     pod, namespace = drawn
+    sent = copy.deepcopy(pod)
     first = decide(pod, namespace, INDEX, CONFIG)
+    assert pod == sent  # the mutated pod shares what no rule changes: the request is intact
     if not first.allowed or first.pod is None:
         assert first.patch == []
         return

@@ -32,9 +32,11 @@ def mutate(
 ) -> tuple[Pod, list[str]]:
     """A new pod with the setting injected, and warnings for its owner; raises Denied when the
     pod must not start."""
-    new = clone(pod)
-    spec = new.setdefault("spec", {})
-    annotations = new.setdefault("metadata", {}).get("annotations") or {}
+    # Rules change the spec in place and replace the annotations; everything else (the
+    # managedFields, the status) is shared with `pod`, so neither copied nor walked by the diff.
+    spec = clone(pod["spec"]) if "spec" in pod else {}
+    new = {**pod, "metadata": dict(pod.get("metadata") or {}), "spec": spec}
+    annotations = new["metadata"].get("annotations") or {}
     if kind is PodKind.DEPLOYMENT:
         warnings = add_model_init(new, setting, config)
     else:
