@@ -9,9 +9,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from webhook import API_GROUP, API_VERSION, KIND, PLURAL
 from webhook.brief import brief
@@ -22,6 +22,7 @@ from webhook.settings.index import Entry, SettingsIndex
 from webhook.settings.model import SettingError, parse_setting
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class SourceError(ValueError):
@@ -30,6 +31,27 @@ class SourceError(ValueError):
 
 # Objects that may share a file with the settings (a bundle for `kubectl apply`): skipped.
 COMPANIONS = {("v1", "Secret"), ("v1", "ConfigMap")}
+
+
+def yield_to_requests() -> None:
+    """In a worker (gevent patched `time.sleep`): the event loop serves the requests waiting
+    on this worker, then comes back."""
+    time.sleep(0.001)
+
+
+def _in_turns(items: Iterable[T], pause: Callable[[], None] | None) -> Iterator[T]:
+    """The items; with `pause`, called after each 5 ms of work. A worker runs one thing at a
+    time, so without it re-reading 10,000 settings (0.7 s) would hold every answer of the
+    worker up for all that time."""
+    if pause is None:
+        yield from items
+        return
+    due = time.monotonic() + 0.005
+    for item in items:
+        yield item
+        if time.monotonic() >= due:
+            pause()
+            due = time.monotonic() + 0.005
 
 
 def read_file(path: Path) -> Iterator[tuple[str, Any]]:
@@ -59,15 +81,16 @@ def file_stamp(path: Path) -> tuple[float, int, int] | None:
     return (st.st_mtime, st.st_size, st.st_ino)
 
 
-def load_file(path: Path, index: SettingsIndex) -> None:
+def load_file(path: Path, index: SettingsIndex, pause: Callable[[], None] | None = None) -> None:
     """Fills the index from a file. Every document must be a valid MLflowSetting (or a Secret or
     ConfigMap, skipped), with a name no other document has, and there must be one at least:
-    anything else stops start-up with every problem named, and nothing is loaded."""
+    anything else stops start-up with every problem named, and nothing is loaded. `pause`: see
+    `_in_turns` (for a reload while serving)."""
     stamp = file_stamp(path)  # before reading: a change meanwhile is read again later
     errors: list[str] = []
     entries: list[Entry] = []
     seen: dict[str, str] = {}
-    for where, obj in read_file(path):
+    for where, obj in _in_turns(read_file(path), pause):
         if isinstance(obj, dict) and (obj.get("apiVersion"), obj.get("kind")) in COMPANIONS:
             continue
         try:
@@ -142,12 +165,14 @@ class ClusterWatcher:
         the status, not the object); returns the list's resourceVersion to watch from."""
         entries: list[Entry] = []
         token = None
+        pause = yield_to_requests if self.ready.is_set() else None  # a re-list while serving
         while True:
             query: dict[str, Any] = {"limit": self.page_size}
             if token:
                 query["continue"] = token
             page = self.api.call("GET", self.path, query=query) or {}
-            entries.extend(self.index.entry(o) for o in page.get("items") or [])
+            items = _in_turns(page.get("items") or [], pause)
+            entries.extend(self.index.entry(o) for o in items)
             meta = page.get("metadata") or {}
             version, token = str(meta["resourceVersion"]), meta.get("continue")
             del page
@@ -214,7 +239,7 @@ class FileWatcher:
                 continue
             self._stamp = stamp
             try:
-                load_file(self.path, self.index)
+                load_file(self.path, self.index, yield_to_requests)
             except SourceError as e:
                 log.error(
                     "settings file changed but cannot be used; keeping the last good one: %s", e
