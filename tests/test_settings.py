@@ -179,6 +179,21 @@ def test_file_without_namespace_lands_in_the_default_one(tmp_path: Path) -> None
     assert isinstance(found, MLflowSetting) and found.ref == "hub/a"
 
 
+def test_a_reloaded_file_keeps_what_is_unchanged_and_takes_what_changed(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    doc = "apiVersion: mlflow.primehub.io/v1alpha1\nkind: MLflowSetting\nmetadata: {name: %s}\n"
+    doc += "spec: {group: %s, trackingUri: '%s'}\n"
+    f.write_text(doc % ("a", "a", "http://a") + "---\n" + doc % ("b", "b", "http://b"))
+    index = SettingsIndex("hub")
+    load_file(f, index)
+    kept = index.lookup("hub", "escaped-a")
+    f.write_text(doc % ("a", "a", "http://a") + "---\n" + doc % ("b", "b", "http://b2"))
+    load_file(f, index)
+    assert index.lookup("hub", "escaped-a") is kept  # the same document: not parsed again
+    changed = index.lookup("hub", "escaped-b")
+    assert isinstance(changed, MLflowSetting) and changed.tracking_uri == "http://b2"
+
+
 def test_index_follows_upserts_deletes_and_conflicts() -> None:
     index = SettingsIndex()
     a = copy.deepcopy(GOOD)
@@ -198,6 +213,24 @@ def test_index_follows_upserts_deletes_and_conflicts() -> None:
     assert index.lookup(*key) is None
     assert isinstance(index.lookup("hub", "escaped-other"), MLflowSetting)
     assert index.lookup("other-ns", "escaped-other") is None
+
+
+def test_a_relist_keeps_what_is_unchanged_and_takes_what_changed() -> None:
+    index = SettingsIndex()
+    listed = [with_spec(), with_spec(group="H")]
+    listed[1]["metadata"]["name"] = "h"
+    for n, obj in enumerate(listed):
+        obj["metadata"]["resourceVersion"] = str(n + 1)
+    index.replace_entries(index.entry(o) for o in listed)
+    kept = index.lookup("hub", "escaped--47-5f1")
+    changed = with_spec(group="H", trackingUri="http://other:5000")
+    changed["metadata"].update(name="h", resourceVersion="9")
+    index.replace_entries(index.entry(o) for o in [listed[0], changed])  # a re-list
+    assert index.lookup("hub", "escaped--47-5f1") is kept  # same version: not parsed again
+    moved = index.lookup("hub", "escaped--48")
+    assert isinstance(moved, MLflowSetting) and moved.tracking_uri == "http://other:5000"
+    unversioned = with_spec()  # from a file: no version, always read
+    assert index.entry(unversioned).value is not kept
 
 
 def test_an_invalid_update_is_reported_under_its_group() -> None:

@@ -44,6 +44,7 @@ class Entry:
     value: MLflowSetting | SettingError
     generation: int = 0
     status: Any = None  # the object's status as last seen (for the status writer)
+    version: str = ""  # the object's resourceVersion, where it has one
 
 
 @dataclass(frozen=True)
@@ -78,23 +79,35 @@ class SettingsIndex:
         self._refs_by_key: dict[Key, set[str]] = {}
         self._resolved: dict[Key, Resolved] = {}
 
-    def entry(self, obj: Any, parsed: MLflowSetting | None = None) -> Entry:
-        """What the index keeps of `obj` (`parsed`: its setting, when the caller has it)."""
+    def entry(self, obj: Any, version: str = "") -> Entry:
+        """What the index keeps of `obj`. `version`: what changes whenever the object does (its
+        resourceVersion by default; a file gives a digest of the document). An object the
+        index holds at the same version gets its entry back: reading the settings again (a
+        re-list after the API server restarted, a reloaded file) parses nothing the index
+        already has, and allocates next to nothing."""
         ref = _ref(obj, self.default_namespace)
         meta = obj.get("metadata") if isinstance(obj, dict) else None
-        found = meta.get("generation") if isinstance(meta, dict) else None
+        meta = meta if isinstance(meta, dict) else {}
+        if not version:
+            found = meta.get("resourceVersion")
+            version = found if isinstance(found, str) else ""
+        held = self._entries.get(ref)
+        if version and held is not None and held.version == version:
+            return held
+        found = meta.get("generation")
         generation = found if isinstance(found, int) else 0
         status = obj.get("status") if isinstance(obj, dict) else None
         try:
-            setting = parsed or parse_setting(obj, self.default_namespace, self.secret_names)
-            return Entry(ref, (setting.namespace, setting.group_key), setting, generation, status)
+            setting = parse_setting(obj, self.default_namespace, self.secret_names)
+            claims = (setting.namespace, setting.group_key)
+            return Entry(ref, claims, setting, generation, status, version)
         except SettingError as error:
             # Still file the error under its group, if it names one, so its pods hear about it.
             spec = obj.get("spec") if isinstance(obj, dict) else None
             group = spec.get("group") if isinstance(spec, dict) else None
             namespace = ref.split("/", 1)[0]
             key = (namespace, escape_group(group)) if isinstance(group, str) and group else None
-            return Entry(ref, key, error, generation, status)
+            return Entry(ref, key, error, generation, status, version)
 
     def lookup(self, namespace: str, group_key: str) -> Resolved | None:
         return self._resolved.get((namespace, group_key))

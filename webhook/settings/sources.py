@@ -5,6 +5,7 @@ Both feed a SettingsIndex; nothing here runs on the admission path.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -19,7 +20,7 @@ from webhook.files import FileProblem, iter_yaml
 from webhook.kube import Api, ApiError
 from webhook.memory import release_free_memory
 from webhook.settings.index import Entry, SettingsIndex
-from webhook.settings.model import SettingError, parse_setting
+from webhook.settings.model import SettingError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,6 +73,12 @@ def read_file(path: Path) -> Iterator[tuple[str, Any]]:
         raise SourceError(str(e)) from None
 
 
+def _digest(doc: Any) -> str:
+    """The version of a document of a file: equal for equal documents (the same values as
+    YAML reads them, in the same order)."""
+    return "file:" + hashlib.blake2b(repr(doc).encode(), digest_size=16).hexdigest()
+
+
 def file_stamp(path: Path) -> tuple[float, int, int] | None:
     """What changes when the file does (a kubelet replaces a ConfigMap's file: a new inode)."""
     try:
@@ -93,16 +100,15 @@ def load_file(path: Path, index: SettingsIndex, pause: Callable[[], None] | None
     for where, obj in _in_turns(read_file(path), pause):
         if isinstance(obj, dict) and (obj.get("apiVersion"), obj.get("kind")) in COMPANIONS:
             continue
-        try:
-            setting = parse_setting(obj, index.default_namespace, index.secret_names)
-        except SettingError as e:
-            errors.append(f"{where}: {e}")
+        entry = index.entry(obj, _digest(obj))
+        if isinstance(entry.value, SettingError):
+            errors.append(f"{where}: {entry.value}")
             continue
-        if setting.ref in seen:
-            errors.append(f"{where}: {KIND} {setting.ref} is also {seen[setting.ref]}")
+        if entry.ref in seen:
+            errors.append(f"{where}: {KIND} {entry.ref} is also {seen[entry.ref]}")
             continue
-        seen[setting.ref] = where
-        entries.append(index.entry(obj, setting))
+        seen[entry.ref] = where
+        entries.append(entry)
     if not entries and not errors:
         errors.append(f"holds no {KIND}")
     if errors:
