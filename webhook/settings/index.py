@@ -44,7 +44,7 @@ class Entry:
     value: MLflowSetting | SettingError
     generation: int = 0
     status: Any = None  # the object's status as last seen (for the status writer)
-    version: str = ""  # the object's resourceVersion, where it has one
+    version: str = ""  # changes whenever the object does: resourceVersion, or a file's digest
 
 
 @dataclass(frozen=True)
