@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from webhook.kube import ConfigError, from_kubeconfig, in_cluster
+from tests.cluster import ControlPlane
+from webhook.kube import Api, ApiError, ConfigError, LoginFailed, from_kubeconfig, in_cluster
 
 
 def kubeconfig(tmp_path: Path, user: str, cluster: str) -> Path:
@@ -55,8 +58,13 @@ def test_a_token_file_is_read_again_each_time(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("user", "words"),
     [
-        ("exec: {command: aws, apiVersion: client.authentication.k8s.io/v1}", "login plugins"),
-        ("auth-provider: {name: oidc}", "login plugins"),
+        ("auth-provider: {name: oidc}", "auth-provider login is not supported"),
+        ("exec: {command: aws}", "user.exec.apiVersion must be one of"),
+        ("exec: {apiVersion: client.authentication.k8s.io/v1}", "user.exec.command is required"),
+        (
+            "exec: {command: x, apiVersion: client.authentication.k8s.io/v1, env: [{name: A}]}",
+            "user.exec.env must be a list of {name, value}",
+        ),
     ],
 )
 def test_login_plugins_are_refused_in_words(tmp_path: Path, user: str, words: str) -> None:
@@ -68,3 +76,89 @@ def test_outside_a_cluster_without_a_kubeconfig(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(ConfigError, match="not running in a cluster"):
         in_cluster()
+
+
+# A login plugin as `aws eks get-token` is one: it prints an ExecCredential. This one hands out
+# the tokens listed in $TOKENS in turn (the last one from then on) and counts its runs.
+PLUGIN = """#!{python}
+import json, os, pathlib
+runs = pathlib.Path(os.environ["RUNS"])
+n = int(runs.read_text()) + 1 if runs.exists() else 1
+runs.write_text(str(n))
+info = json.loads(os.environ["KUBERNETES_EXEC_INFO"])
+if os.environ.get("FAIL"):
+    raise SystemExit("no session: run `aws sso login` first")
+tokens = os.environ["TOKENS"].split(",")
+status = {{"token": tokens[min(n, len(tokens)) - 1]}}
+if os.environ.get("EXPIRY"):
+    status["expirationTimestamp"] = os.environ["EXPIRY"]
+print(json.dumps({{"apiVersion": info["apiVersion"], "kind": "ExecCredential", "status": status}}))
+"""
+
+
+def plugin_kubeconfig(tmp_path: Path, cp: ControlPlane, tokens: str, **env: str) -> Path:
+    (tmp_path / "bin").mkdir(exist_ok=True)
+    plugin = tmp_path / "bin" / "login"
+    plugin.write_text(PLUGIN.format(python=sys.executable))
+    plugin.chmod(0o755)
+    exec_env = {"RUNS": str(tmp_path / "runs"), "TOKENS": tokens, **env}
+    user = (
+        "exec: {apiVersion: client.authentication.k8s.io/v1, command: ./bin/login, "
+        "interactiveMode: Never, env: ["
+        + ", ".join(f"{{name: {k}, value: '{v}'}}" for k, v in exec_env.items())
+        + "]}"
+    )
+    path = kubeconfig(tmp_path, user, f"certificate-authority: {cp.ca_file}")
+    path.write_text(path.read_text().replace("https://10.0.0.1:6443", cp.url))
+    return path
+
+
+def runs(tmp_path: Path) -> int:
+    return int((tmp_path / "runs").read_text())
+
+
+def test_an_exec_login_plugin_as_kubectl_runs_it(tmp_path: Path, cluster: ControlPlane) -> None:
+    path = plugin_kubeconfig(tmp_path, cluster, cluster.admin_token)
+    listed = subprocess.run(
+        ["kubectl", f"--kubeconfig={path}", "get", "namespace", "default", "-o", "name"],
+        capture_output=True,
+        text=True,
+    )
+    assert listed.stdout.strip() == "namespace/default", listed.stderr  # kubectl agrees
+    (tmp_path / "runs").unlink()
+    api = Api(from_kubeconfig(path))
+    assert api.call("GET", "/api/v1/namespaces/default") is not None
+    assert api.call("GET", "/api/v1/namespaces/kube-system") is not None
+    assert runs(tmp_path) == 1  # the token is kept while it is good
+
+
+def test_an_expired_or_refused_token_is_fetched_again(
+    tmp_path: Path, cluster: ControlPlane
+) -> None:
+    past = "2020-01-01T00:00:00Z"
+    expired = plugin_kubeconfig(tmp_path, cluster, cluster.admin_token, EXPIRY=past)
+    api = Api(from_kubeconfig(expired))
+    api.call("GET", "/api/v1/namespaces/default")
+    api.call("GET", "/api/v1/namespaces/default")
+    assert runs(tmp_path) == 2
+    (tmp_path / "runs").unlink()
+    stale = plugin_kubeconfig(tmp_path, cluster, f"stale-token,{cluster.admin_token}")
+    api = Api(from_kubeconfig(stale))
+    with pytest.raises(ApiError) as refused:
+        api.call("GET", "/api/v1/namespaces/default")
+    assert refused.value.status == 401
+    assert api.call("GET", "/api/v1/namespaces/default") is not None
+    assert runs(tmp_path) == 2
+
+
+def test_a_failing_login_plugin_is_one_line(tmp_path: Path, cluster: ControlPlane) -> None:
+    path = plugin_kubeconfig(tmp_path, cluster, "x", FAIL="1")
+    with pytest.raises(LoginFailed, match=r"failed \(exit 1\): no session: run `aws sso login`"):
+        Api(from_kubeconfig(path)).call("GET", "/api/v1/namespaces/default")
+    cli = subprocess.run(
+        ["mlflow-webhook", "certs", "ensure", f"--kubeconfig={path}"],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr
+    assert cli.stderr.count("\n") == 1 and "no session: run `aws sso login`" in cli.stderr

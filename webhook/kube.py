@@ -9,16 +9,23 @@ charset detection and IDNA tables) for what urllib3, under it, does alone.
 Nothing here imports `urllib3` before an Api is made (see Api.__init__).
 
 Credentials: in a pod, the ServiceAccount's token (read again as the kubelet rotates it) and CA;
-with `--kubeconfig`, its current context's server, CA and a token or client certificate.
-(Kubeconfigs that log in through exec or auth-provider plugins are not supported.)
+with `--kubeconfig`, its current context's server, CA and a token, a client certificate, or an
+exec login plugin (client.authentication.k8s.io, as `aws eks get-token` or
+`gke-gcloud-auth-plugin`) that gives a token: run when one is first needed, again when it expires
+or the API server refuses it. (Plugins that give client certificates, and the older
+auth-provider section, are not supported.)
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
+import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +59,80 @@ class ConfigError(ValueError):
     """No usable cluster credentials; the message says what is missing."""
 
 
+class LoginFailed(ApiError):
+    """The kubeconfig's login plugin gave no token: status 0, the message says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, message)
+
+
+EXEC_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
+
+
+class ExecLogin:
+    """A kubeconfig's exec login plugin, run as kubectl runs it: the kubeconfig's args and env,
+    KUBERNETES_EXEC_INFO describing the call (never interactive: no terminal here), an
+    ExecCredential read from its output. The token is kept until it expires (a minute early,
+    so no request goes out with a token about to lapse) or the API server refuses it."""
+
+    def __init__(
+        self, command: str, args: list[str], env: dict[str, str], api_version: str, cluster: Any
+    ) -> None:
+        self.command, self.args, self.env = command, args, env
+        self.api_version, self.cluster = api_version, cluster
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires: float | None = None
+
+    def token(self) -> str:
+        with self._lock:
+            if self._token is None or (self._expires is not None and time.time() >= self._expires):
+                self._token, self._expires = self._run()
+            return self._token
+
+    def forget(self) -> None:
+        """The API server refused the token (401): the next call runs the plugin again."""
+        with self._lock:
+            self._token = None
+
+    def _run(self) -> tuple[str, float | None]:
+        spec: dict[str, Any] = {"interactive": False}
+        if self.cluster is not None:
+            spec["cluster"] = self.cluster
+        info = {"apiVersion": self.api_version, "kind": "ExecCredential", "spec": spec}
+        name = f"login plugin {self.command!r}"
+        try:
+            done = subprocess.run(
+                [self.command, *self.args],
+                env={**os.environ, **self.env, "KUBERNETES_EXEC_INFO": json.dumps(info)},
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=60,
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise LoginFailed(f"{name}: {brief(e)}") from None
+        if done.returncode != 0:
+            said = brief(done.stderr.decode("utf-8", "replace").strip() or "no message", 300)
+            raise LoginFailed(f"{name} failed (exit {done.returncode}): {said}")
+        try:
+            credential = json.loads(done.stdout)
+            status = credential["status"]
+            if credential.get("apiVersion") != self.api_version:
+                raise ValueError(f"apiVersion {credential.get('apiVersion')!r}")
+            token, expiry = status.get("token"), status.get("expirationTimestamp")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise LoginFailed(f"{name}: not an ExecCredential ({brief(e)})") from None
+        if not isinstance(token, str) or not token:
+            raise LoginFailed(f"{name} gave no token (client certificates are not supported)")
+        if not expiry:
+            return token, None
+        try:
+            when = datetime.datetime.fromisoformat(str(expiry).replace("Z", "+00:00"))
+        except ValueError:
+            raise LoginFailed(f"{name}: expirationTimestamp {expiry!r} is not a time") from None
+        return token, when.timestamp() - 60
+
+
 @dataclass(frozen=True)
 class Credentials:
     server: str
@@ -59,11 +140,19 @@ class Credentials:
     token: str | None = None
     token_file: Path | None = None
     cert: tuple[str, str] | None = None  # client certificate and key files
+    login: ExecLogin | None = None
 
     def bearer(self) -> str | None:
+        if self.login is not None:
+            return self.login.token()
         if self.token_file is not None:
             return self.token_file.read_text().strip()  # rotated by the kubelet
         return self.token
+
+    def refused(self) -> None:
+        """The API server answered 401: a plugin's token is fetched again next time."""
+        if self.login is not None:
+            self.login.forget()
 
 
 def in_cluster() -> Credentials:
@@ -97,8 +186,8 @@ def from_kubeconfig(path: Path) -> Credentials:
         raise ConfigError(f"{path}: names no current-context (no cluster)")
     context = named("contexts", config.get("current-context"))
     cluster, user = named("clusters", context.get("cluster")), named("users", context.get("user"))
-    if "exec" in user or "auth-provider" in user:
-        raise ConfigError(f"{path}: login plugins (exec, auth-provider) are not supported")
+    if "auth-provider" in user:
+        raise ConfigError(f"{path}: auth-provider login is not supported (use an exec plugin)")
     files = Path(tempfile.mkdtemp(prefix="mlflow-webhook-kube-"))
 
     def file_of(section: dict[str, Any], key: str) -> str | None:
@@ -120,7 +209,39 @@ def from_kubeconfig(path: Path) -> Credentials:
         token=user.get("token"),
         token_file=path.parent / token_file if token_file else None,
         cert=(cert, key) if cert and key else None,
+        login=_exec_login(path, user.get("exec"), cluster) if "exec" in user else None,
     )
+
+
+def _exec_login(path: Path, section: Any, cluster: dict[str, Any]) -> ExecLogin:
+    """The kubeconfig's `exec` section, checked as client-go checks it."""
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: user.exec must be a mapping")
+    command, version = section.get("command"), section.get("apiVersion")
+    if not isinstance(command, str) or not command:
+        raise ConfigError(f"{path}: user.exec.command is required")
+    if version not in EXEC_VERSIONS:
+        raise ConfigError(f"{path}: user.exec.apiVersion must be one of {', '.join(EXEC_VERSIONS)}")
+    if section.get("interactiveMode") == "Always":
+        raise ConfigError(f"{path}: user.exec needs a terminal (interactiveMode Always)")
+    args, env = section.get("args") or [], section.get("env") or []
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ConfigError(f"{path}: user.exec.args must be a list of strings")
+    if not isinstance(env, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("value"), str)
+        for e in env
+    ):
+        raise ConfigError(f"{path}: user.exec.env must be a list of {{name, value}}")
+    if os.sep in command and not os.path.isabs(command):  # as kubectl: next to the kubeconfig
+        command = str(path.parent / command)
+    about = None
+    if section.get("provideClusterInfo"):
+        about = {
+            "server": cluster.get("server"),
+            "certificate-authority-data": cluster.get("certificate-authority-data"),
+            "insecure-skip-tls-verify": bool(cluster.get("insecure-skip-tls-verify")),
+        }
+    return ExecLogin(command, args, {e["name"]: e["value"] for e in env}, version, about)
 
 
 def credentials(kubeconfig: Path | None) -> Credentials:
@@ -178,6 +299,8 @@ class Api:
             )
         except self._transport_error as e:
             raise Unreachable(self.creds.server, e) from None
+        if reply.status == 401:
+            self.creds.refused()
         if reply.status == 404 and method == "GET":
             return None
         if reply.status == 409:
@@ -204,6 +327,8 @@ class Api:
             raise Unreachable(self.creds.server, e) from None
         try:
             if reply.status >= 400:
+                if reply.status == 401:
+                    self.creds.refused()
                 raise ApiError(reply.status, _message(reply.read(), reply.reason))
             yield from self._events(reply)
         except self._transport_error as e:  # the connection broke mid-watch
