@@ -299,14 +299,12 @@ class Api:
             )
         except self._transport_error as e:
             raise Unreachable(self.creds.server, e) from None
-        if reply.status == 401:
-            self.creds.refused()
         if reply.status == 404 and method == "GET":
             return None
         if reply.status == 409:
             raise Conflict(path)
         if reply.status >= 400:
-            raise ApiError(reply.status, _message(reply.data, reply.reason))
+            raise self._failure(reply.status, reply.data, reply.reason)
         result: dict[str, Any] = json.loads(reply.data)
         return result
 
@@ -327,15 +325,19 @@ class Api:
             raise Unreachable(self.creds.server, e) from None
         try:
             if reply.status >= 400:
-                if reply.status == 401:
-                    self.creds.refused()
-                raise ApiError(reply.status, _message(reply.read(), reply.reason))
+                raise self._failure(reply.status, reply.read(), reply.reason)
             yield from self._events(reply)
         except self._transport_error as e:  # the connection broke mid-watch
             raise Unreachable(self.creds.server, e) from None
         finally:
             reply.close()  # a watch left early: its connection is not reused
             reply.release_conn()
+
+    def _failure(self, status: int, body: bytes, reason: str | None) -> ApiError:
+        """The error to raise; after a 401 a login plugin's token is fetched again."""
+        if status == 401:
+            self.creds.refused()
+        return ApiError(status, _message(body, reason))
 
     @staticmethod
     def _events(reply: Any) -> Iterator[dict[str, Any]]:

@@ -18,7 +18,6 @@ from webhook import API_GROUP, API_VERSION, KIND, PLURAL
 from webhook.brief import brief
 from webhook.files import FileProblem, iter_yaml
 from webhook.kube import Api, ApiError
-from webhook.memory import release_free_memory
 from webhook.settings.index import Entry, SettingsIndex
 from webhook.settings.model import SettingError
 
@@ -185,8 +184,6 @@ class ClusterWatcher:
             if not token:
                 break
         self.index.replace_entries(entries)
-        del entries
-        release_free_memory()
         self.on_change()
         self.on_sync()
         self.ready.set()
@@ -252,6 +249,5 @@ class FileWatcher:
                 )
                 self.on_reload(False)
                 continue
-            release_free_memory()
             log.info("reloaded %d MLflowSettings from %s", len(self.index), self.path)
             self.on_reload(True)
