@@ -14,8 +14,11 @@ Prints medians of throughput, p50 and p99 per namespace, CPU time per pod of the
 processes and of the API server (steadier than throughput on a busy machine), ours against the
 no-op (the goal), touch against the no-op (the best any mutating webhook can do), and ours
 against the replay (what our rules cost on top of the change they make).
+With --profile SECONDS, then profiles the API server (its own pprof endpoint, read with
+`go tool pprof`) while each webhook's namespace gets pods for that long, and prints its CPU per
+pod in the phases where a webhook's answer costs it something: where the API server's time goes.
 
-    python -m bench.apiserver [--rounds 4] [--pods 300] [--concurrency 12]
+    python -m bench.apiserver [--rounds 4] [--pods 300] [--concurrency 12] [--profile 0]
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ import contextlib
 import functools
 import http.client
 import json
+import shutil
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -47,6 +52,19 @@ from tests.webhookproc import WebhookProcess, serving_certs
 
 NAMES = ("none", "noop", "touch", "replay", "ours")
 TOUCHED = "bench/touched"
+# What the API server spends on a webhook's answer: (phase, the function of the API server whose
+# cumulative CPU time it is; None: all of it). Functions as named in kube-apiserver v1.35.
+PHASES: tuple[tuple[str, str | None], ...] = (
+    ("all of the API server", None),
+    ("mutating webhooks, both passes", "webhook/mutating.(*Plugin).Admit"),
+    ("  matchConditions (CEL)", "matchconditions.(*matcher).Match"),
+    ("  call, patch applied", "(*mutatingDispatcher).callAttrMutatingHook"),
+    ("    the patch itself", "json-patch%2ev4.Patch.Apply"),
+    ("  changed since? (DeepEqual)", "IsOutputChangedSinceLastWebhookInvocation"),
+    ("all admission, both passes", "admission.(*reinvoker).Admit"),
+    ("storing the pod", "registry.(*Store).Create"),
+    ("garbage collection", "runtime.gcBgMarkWorker"),
+)
 
 
 def apiserver_pid(cp: ControlPlane) -> int:
@@ -100,6 +118,68 @@ def answered_patch(cp: ControlPlane, ours: str, ca_file: Path) -> list[Any]:
     return patch
 
 
+def cumulative_seconds(profile: bytes, go: str) -> dict[str | None, float]:
+    """CPU seconds per PHASES function in a Go CPU profile (None: all samples)."""
+    with tempfile.NamedTemporaryFile(suffix=".pprof") as f:
+        f.write(profile)
+        f.flush()
+        top = subprocess.run(
+            [go, "tool", "pprof", "-top", "-cum", "-nodecount=100000", f.name],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    unit = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+    def seconds(text: str) -> float:
+        number = text.rstrip("µnmus")
+        return float(number) * unit[text[len(number) :] or "s"]
+
+    out: dict[str | None, float] = {}
+    for line in top.splitlines():
+        if line.startswith("Duration:"):  # Duration: 20s, Total samples = 21.43s (107%)
+            out[None] = seconds(line.split("= ")[1].split()[0])
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[1].endswith("%") and fields[4].endswith("%"):
+            name = fields[5].removesuffix(" (inline)")
+            for _, frame in PHASES:
+                if frame and name.endswith(frame):
+                    out[frame] = out.get(frame, 0.0) + seconds(fields[3])
+    return out
+
+
+def profile_phases(
+    cp: ControlPlane, names: tuple[str, ...], seconds: int, concurrency: int,
+    marks: dict[str, str | None], go: str,
+) -> dict[str, dict[str | None, float]]:  # fmt: skip
+    """The API server's CPU µs per pod in each of PHASES, from its own profiles while pods are
+    created in each namespace: three windows of `seconds` each, in turn, each started with no
+    pods stored (the API server's heap, and so its garbage collection, grows with the pods it
+    keeps: the configuration profiled last would pay for the others' pods)."""
+    spent = {n: dict.fromkeys([frame for _, frame in PHASES], 0.0) for n in names}
+    pods = dict.fromkeys(names, 0)
+    with ThreadPoolExecutor(1) as sampler:
+        for turn in range(3):
+            for name in names[turn:] + names[:turn]:
+                for each in NAMES:
+                    cp.request("DELETE", f"/api/v1/namespaces/bench-{each}/pods")
+                profile = sampler.submit(
+                    cp.request, "GET", "/debug/pprof/profile", seconds=str(seconds)
+                )
+                while not profile.done():
+                    made = create_many(cp, f"bench-{name}", 100, concurrency, marks[name])
+                    pods[name] += len(made)
+                for frame, cpu in cumulative_seconds(profile.result().content, go).items():
+                    spent[name][frame] += cpu
+    return {n: {k: v * 1e6 / pods[n] for k, v in spent[n].items()} for n in names}
+
+
+def print_phases(per_pod: dict[str, dict[str | None, float]], seconds: int) -> None:
+    names = list(per_pod)
+    print(f"\nAPI server CPU µs per pod, by phase (pprof; 3 x {seconds} s of pod creation each)")
+    print(f"{'phase':<34}" + "".join(f"{n:>8}" for n in names))
+    for label, frame in PHASES:
+        print(f"{label:<34}" + "".join(f"{per_pod[n].get(frame, 0.0):>8.0f}" for n in names))
+
+
 def register_like_ours(cp: ControlPlane, namespace: str, url: str, ours: str) -> None:
     """`namespace` served by a copy of ours' configuration pointed at `url` (it may inject
     nothing, so group_namespace's check for an injection cannot be used)."""
@@ -118,7 +198,14 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4, help="4: each configuration in each place")
     p.add_argument("--pods", type=int, default=300)
     p.add_argument("--concurrency", type=int, default=12)
+    p.add_argument(
+        "--profile", type=int, default=0, metavar="SECONDS",
+        help="0: then profile the API server for SECONDS per webhook (needs Go)",
+    )  # fmt: skip
     a = p.parse_args()
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    if a.profile and not Path(go).exists():
+        p.error("--profile needs Go (go tool pprof)")
     tmp = Path(tempfile.mkdtemp(prefix="bench-apiserver-"))
     for folder in ("cluster", "install"):
         (tmp / folder).mkdir()
@@ -188,6 +275,7 @@ def main() -> None:
                 results[name]["p50"].append(pct(lat, 0.5) * 1000)
                 results[name]["p99"].append(pct(lat, 0.99) * 1000)
             print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
+        phases = a.profile and profile_phases(cp, NAMES, a.profile, a.concurrency, marks, go)
     med = {n: {k: statistics.median(v) for k, v in m.items()} for n, m in results.items()}
     print(
         f"{'webhook':<8}{'pods/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/pod: webhook':>21}"
@@ -209,6 +297,8 @@ def main() -> None:
             f"{name} vs {base}: throughput {med[name]['rps'] / med[base]['rps']:.2f}, "
             f"p99 {med[name]['p99'] / med[base]['p99']:.2f}{goal}"
         )
+    if phases:
+        print_phases(phases, a.profile)
 
 
 if __name__ == "__main__":
