@@ -43,13 +43,17 @@ _CONTAINER: Schema = {
     "volumeMounts": [
         {"name": NAME, "mountPath": Required(str), "subPath": str, "subPathExpr": str}
     ],
+    "command": [str],
     "args": [str],
     "restartPolicy": str,
 }
+_KEY_TO_PATH: Schema = [{"key": str, "path": str}]
 _VOLUME: Schema = {
     "name": NAME,
     "persistentVolumeClaim": {"claimName": str},
     "emptyDir": {"sizeLimit": str},
+    "secret": {"secretName": str, "items": _KEY_TO_PATH},
+    "configMap": {"name": str, "items": _KEY_TO_PATH},
 }
 POD: Schema = {
     "metadata": {"name": str, "generateName": str, "labels": StrMap, "annotations": StrMap},

@@ -34,7 +34,7 @@ def mutate(
     pod must not start."""
     # Rules change the spec in place and replace the annotations; everything else (the
     # managedFields, the status) is shared with `pod`, so neither copied nor walked by the diff.
-    spec = clone(pod["spec"]) if "spec" in pod else {}
+    spec = clone(pod.get("spec") or {})
     new = {**pod, "metadata": dict(pod.get("metadata") or {}), "spec": spec}
     annotations = new["metadata"].get("annotations") or {}
     if kind is PodKind.DEPLOYMENT:

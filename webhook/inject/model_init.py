@@ -29,6 +29,7 @@ from webhook.pods import primehub_initializer
 from webhook.settings.model import MLflowSetting
 
 INIT_CONTAINER = "mlflow-model-init"
+COMMAND = ["mlflow-webhook", "copy-artifacts"]
 MODEL_VOLUME = "mlflow-model"
 
 # Passes Pod Security "restricted"; the user and group come from the configuration.
@@ -53,7 +54,7 @@ def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) 
     containers: list[dict[str, Any]] = spec.get("containers") or []
     ours = next((c for c in inits if c["name"] == INIT_CONTAINER), None)
     if ours is not None:  # reinvoked: a container added after us needs the model too
-        dest = str(ours["command"][-1])
+        dest = _copies_into(ours)
         volume = str((mount_at(ours, dest) or {}).get("name", ""))
         _mount_model(containers, volume, dest)
         return []
@@ -88,6 +89,18 @@ def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) 
         _mount_model(containers, volume, dest)
     _add_pull_secrets(spec, setting, config)
     return warnings
+
+
+def _copies_into(container: dict[str, Any]) -> str:
+    """Where our init container (from an earlier call) copies the model; Denied for another
+    container that only has its name."""
+    command = container.get("command") or []
+    if len(command) != 4 or command[:2] != COMMAND:
+        raise Denied(
+            f"init container {INIT_CONTAINER!r} is not the one this webhook adds (its command "
+            f"is not `{' '.join(COMMAND)} URI FOLDER`): rename it"
+        )
+    return str(command[3])
 
 
 def _emptydir_mount(spec: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
@@ -189,7 +202,7 @@ def _init_container(
         "name": INIT_CONTAINER,
         "image": override.image or defaults.image,
         "imagePullPolicy": defaults.image_pull_policy,
-        "command": ["mlflow-webhook", "copy-artifacts", uri, dest],
+        "command": [*COMMAND, uri, dest],
         "resources": resources,
         "securityContext": {
             **copy.deepcopy(SECURITY_CONTEXT),
