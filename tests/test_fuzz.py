@@ -2,6 +2,8 @@
 random edits (wrong types, nulls, deletions, odd label values and model URIs, huge and deeply
 nested values, broken JSON text). Whatever comes in, the answer is a 400 with a reason or a valid
 AdmissionReview whose patch is strict JSON, applies to its pod, and a second pass adds nothing.
+Likewise /validate, with MLflowSettings made from the golden and example settings: a 400 or a
+verdict, never an internal error.
 
 FUZZ_SEED and FUZZ_REVIEWS change the seed and the count (CI uses the defaults)."""
 
@@ -15,10 +17,12 @@ from typing import Any
 
 import jsonpatch
 import pytest
+import yaml
 from flask.testing import FlaskClient
 
-from tests.golden import CASES, golden_index, load_case
+from tests.golden import CASES, GOLDEN, golden_index, load_case
 from tests.reviews import pod_review
+from webhook import API_GROUP, API_VERSION, KIND, PLURAL
 from webhook.config import Config
 from webhook.metrics import Metrics
 from webhook.server import create_app
@@ -26,6 +30,12 @@ from webhook.server import create_app
 SEED = int(os.environ.get("FUZZ_SEED", "20261128"))
 COUNT = int(os.environ.get("FUZZ_REVIEWS", "5000"))
 PODS = [load_case(p)["pod"] for p in CASES]
+SETTINGS = [
+    doc
+    for path in (GOLDEN / "settings.yaml", GOLDEN.parent.parent / "examples" / "settings.yaml")
+    for doc in yaml.safe_load_all(path.read_text())
+    if doc
+]
 
 ODD_STRINGS = [
     "",
@@ -85,6 +95,14 @@ KEYS = [
     "mlflow.primehub.io/inject",
     "app",
     "component",
+    "group",
+    "trackingUri",
+    "trackingEnv",
+    "artifactEnv",
+    "artifactVolume",
+    "groupVolume",
+    "modelInit",
+    "caBundle",
 ]
 
 
@@ -220,3 +238,41 @@ def test_hostile_reviews_get_400_or_a_valid_answer(client: FlaskClient) -> None:
         assert second["allowed"] and "patch" not in second, f"{where}: second pass changed it"
     # The generator must reach both sides, or it tests nothing.
     assert outcomes[400] > COUNT / 20 and outcomes["patched"] > COUNT / 10, outcomes
+
+
+def test_hostile_setting_reviews_get_400_or_a_verdict(client: FlaskClient) -> None:
+    rng = random.Random(SEED)
+    outcomes = {400: 0, "allowed": 0, "refused": 0}
+    for n in range(COUNT):
+        setting = json.loads(json.dumps(rng.choice(SETTINGS)))
+        for _ in range(rng.choice((0, 1, 1, 2, 3))):
+            setting = edit(setting, rng)
+        sent = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": f"fuzz-{n}",
+                "kind": {"group": API_GROUP, "version": API_VERSION, "kind": KIND},
+                "resource": {"group": API_GROUP, "version": API_VERSION, "resource": PLURAL},
+                "namespace": rng.choice(["hub", "ml", "fresh"]),
+                "operation": rng.choice(["CREATE", "UPDATE"]),
+                "object": setting,
+            },
+        }
+        reply = client.post("/validate", data=body_text(sent, rng), content_type="application/json")
+        where = f"setting review {n} (FUZZ_SEED={SEED})"
+        assert reply.status_code in (200, 400), f"{where}: HTTP {reply.status_code}"
+        answer = strict(reply.get_data())
+        if reply.status_code == 400:
+            assert answer["error"], where
+            outcomes[400] += 1
+            continue
+        response = answer["response"]
+        assert response["uid"] == sent["request"]["uid"], where
+        assert "internal error" not in json.dumps(response), f"{where}: {response}"
+        if response["allowed"]:
+            outcomes["allowed"] += 1
+        else:
+            assert response["status"]["message"], where
+            outcomes["refused"] += 1
+    assert min(outcomes.values()) > COUNT / 20, outcomes

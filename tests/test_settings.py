@@ -136,6 +136,8 @@ def test_a_good_setting_keeps_its_env_as_written() -> None:
         ),
         ({"artifactVolume": {"groupVolume": "yes"}}, "spec.artifactVolume", "alone"),
         ({"tackingUri": "http://typo"}, "spec", "unknown fields ['tackingUri']"),
+        # JSON's \ud800 escape gives a string no encoder takes (the API server never sends one).
+        ({"group": "team\ud800"}, "spec.group", "not valid Unicode"),
     ],
 )
 def test_a_wrong_field_is_named_with_its_object(

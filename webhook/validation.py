@@ -21,7 +21,11 @@ class Verdict:
 
 def judge_setting(obj: Any, namespace: str, index: SettingsIndex) -> Verdict:
     if isinstance(obj, dict):  # the request's namespace is the object's
-        obj = {**obj, "metadata": {**(obj.get("metadata") or {}), "namespace": namespace}}
+        meta = obj.get("metadata")
+        obj = {
+            **obj,
+            "metadata": {**(meta if isinstance(meta, dict) else {}), "namespace": namespace},
+        }
     try:
         setting = parse_setting(obj, namespace, index.secret_names)
     except SettingError as e:

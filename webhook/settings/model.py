@@ -104,6 +104,11 @@ class _Checker:
             return None
         if not isinstance(value, str) or (required and not value.strip()):
             raise self.fail(path, "must be a non-empty string")
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:  # a lone surrogate: JSON's \ud800 escapes allow it
+                raise self.fail(path, "is not valid Unicode") from None
         return value
 
     def url(self, value: Any, path: str, pattern: str, *, required: bool) -> str | None:
