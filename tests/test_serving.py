@@ -111,6 +111,44 @@ def serving_workers(webhook: WebhookProcess, certs: Path) -> list[int]:
     return found
 
 
+def raw_exchange(webhook: WebhookProcess, certs: Path, sent: bytes) -> tuple[int, Any]:
+    """Sends bytes as they are (what http.client would not send) and reads the answer."""
+    plain = socket.create_connection(("127.0.0.1", webhook.port), timeout=10)
+    with tls_context(certs).wrap_socket(plain, server_hostname="127.0.0.1") as tls:
+        tls.sendall(sent)
+        reply = http.client.HTTPResponse(tls)  # type: ignore[arg-type]
+        reply.begin()
+        return reply.status, json.loads(reply.read())
+
+
+def chunked(body: bytes, size: int = 1 << 16) -> bytes:
+    pieces = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (chunked(REVIEW), None),
+        (b"zz\r\nabc\r\n0\r\n\r\n", "body could not be read: InvalidChunkSize"),
+        (chunked(b'{"a": "' + b"x" * (9 << 20) + b'"}'), "body of 8388608 bytes or more"),
+    ],
+    ids=["whole", "broken-chunk", "over-the-limit"],
+)
+def test_a_chunked_body_is_read_whole_or_refused_with_a_reason(
+    webhook: WebhookProcess, certs: Path, body: bytes, reason: str | None
+) -> None:
+    head = b"POST /mutate HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n"
+    status, answer = raw_exchange(
+        webhook, certs, head + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + body
+    )
+    if reason is None:
+        assert (status, injected(json.dumps(answer).encode())) == (200, True)
+    else:
+        assert (status, answer) == (400, {"error": reason})
+    assert admitted_with_mlflow(webhook.port, certs)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGABRT, signal.SIGKILL])
 def test_a_worker_exit_never_stops_the_server(
     webhook: WebhookProcess, certs: Path, sig: signal.Signals

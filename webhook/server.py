@@ -82,14 +82,26 @@ def create_app(
         log.exception("unexpected error")
         return _json({"error": "internal error (logged)"}, 500)
 
+    def bad_request(reason: str, start: float) -> Response:
+        _log(None, None, "bad-request", start, reason=reason)
+        metrics.requests.labels("bad-request", "none").inc()
+        return _json({"error": reason}, 400)
+
     def read_review(start: float) -> Request | Response:
         """The request's AdmissionReview, or the 400 that says why it is not one."""
         try:
-            return parse_review(request.get_data(cache=False))
+            body = request.get_data(cache=False)
+        except HTTPException:
+            raise  # over the size limit: answered by http_error
+        except Exception as e:  # the HTTP server's body parser: a broken chunk, a short body
+            return bad_request(f"body could not be read: {type(e).__name__}", start)
+        if request.content_length is None and len(body) >= config.max_request_bytes:
+            # Chunked: werkzeug stops reading at the limit instead of refusing the rest.
+            return bad_request(f"body of {config.max_request_bytes} bytes or more", start)
+        try:
+            return parse_review(body)
         except BadReview as e:
-            _log(None, None, "bad-request", start, reason=str(e))
-            metrics.requests.labels("bad-request", "none").inc()
-            return _json({"error": str(e)}, 400)
+            return bad_request(str(e), start)
 
     def not_ready(req: Request, start: float) -> Response:
         _log(req, None, "not-ready", start)
