@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import http.server
 import json
 import subprocess
@@ -138,6 +139,35 @@ def test_settings_and_secrets_from_a_saved_answer(answer_file: Path) -> None:
     assert "the login in trackingUri now comes from Secret data-science-mlflow" in result.stderr
     # Deterministic: the same answer gives the same manifests.
     assert run("--from-file", str(answer_file), "--namespace", "hub").stdout == result.stdout
+
+
+def research_with(**mlflow: Any) -> dict[str, Any]:
+    answer = copy.deepcopy(ANSWER)
+    answer["data"]["groups"][0]["mlflow"].update(mlflow)
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (research_with(trackingEnvs="MLFLOW_X=1"), "mlflow.trackingEnvs: expected a list"),
+        (research_with(artifactEnvs=[["AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"]]), "artifactEnvs[0]"),
+        (research_with(trackingEnvs=[{"name": "A", "value": 5}]), "trackingEnvs[0].value"),
+        (research_with(trackingEnvs=[{"name": "P", "value": "t0p=secret\ud800"}]), "Unicode"),
+        (research_with(trackingUri={"url": "http://x"}), "trackingUri: expected a string"),
+        ({"data": {"groups": [{"name": 7, "mlflow": None}]}}, "a group's name"),
+    ],
+    ids=["env-not-a-list", "env-item", "env-value", "surrogate", "uri", "group-name"],
+)
+def test_an_answer_of_another_shape_is_one_line_naming_the_field(
+    tmp_path: Path, answer: dict[str, Any], error: str
+) -> None:
+    f = tmp_path / "answer.json"
+    f.write_text(json.dumps(answer))
+    result = run("--from-file", str(f))
+    assert result.returncode != 0 and not result.stdout
+    assert result.stderr.count("\n") == 1 and error in result.stderr, result.stderr
+    assert not [v for v in SECRET_VALUES if v in result.stderr]
 
 
 @contextlib.contextmanager

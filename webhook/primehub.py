@@ -96,16 +96,50 @@ def is_credential(name: str, value: str) -> bool:
     )
 
 
+def _text(value: Any, where: str) -> str:
+    """A GraphQL String (null as ""); anything else means the answer is not PrimeHub's."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise PrimeHubError(f"{where}: expected a string")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate, from a \ud800 escape in the JSON
+            raise PrimeHubError(f"{where}: not valid Unicode") from None
+    return value
+
+
+def _env_entries(mlflow: dict[str, Any], field_name: str, group: str) -> list[tuple[str, str]]:
+    """The group's `trackingEnvs` or `artifactEnvs`, a list of {name, value} (null: none)."""
+    items = mlflow.get(field_name)
+    where = f"group {group}: mlflow.{field_name}"
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise PrimeHubError(f"{where}: expected a list of {{name, value}}")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise PrimeHubError(f"{where}[{i}]: expected {{name, value}}")
+        # The value is not named in errors: it may be a credential.
+        out.append((_text(item.get("name"), f"{where}[{i}].name"),
+                    _text(item.get("value"), f"{where}[{i}].value")))  # fmt: skip
+    return out
+
+
 def convert(answer: Any, namespace: str) -> Imported:
     out = Imported()
     taken: set[str] = set()
-    for group in sorted(groups_of(answer), key=lambda g: str(g.get("name"))):
-        name = str(group.get("name") or "")
+    groups = [(_text(g.get("name"), "a group's name"), g) for g in groups_of(answer)]
+    for name, group in sorted(groups, key=lambda g: g[0]):
         mlflow = group.get("mlflow")
         if not name:
             out.notes.append("a group without a name: skipped")
             continue
-        if not isinstance(mlflow, dict) or not mlflow.get("trackingUri"):
+        if mlflow is not None and not isinstance(mlflow, dict):
+            raise PrimeHubError(f"group {name}: mlflow: expected an object")
+        if not mlflow or not _text(mlflow.get("trackingUri"), f"group {name}: trackingUri"):
             out.notes.append(f"group {name}: no MLflow settings; nothing to import")
             continue
         _convert_group(out, name, mlflow, namespace, object_name(name, taken))
@@ -117,7 +151,7 @@ def _convert_group(
 ) -> None:
     secret_name = f"{obj_name}-mlflow"
     spec: dict[str, Any] = {"group": group}
-    tracking_uri = str(mlflow["trackingUri"]).strip()
+    tracking_uri = _text(mlflow["trackingUri"], f"group {group}: trackingUri").strip()
     parts = urlsplit(tracking_uri)
     login: dict[str, str] = {}  # a login in the URI moves to the Secret, as MLflow's variables
     if parts.username or parts.password:
@@ -136,14 +170,13 @@ def _convert_group(
         )
     secret: dict[str, str] = dict(login)
     spec["trackingUri"] = tracking_uri
-    if mlflow.get("uiUrl"):
-        spec["uiUrl"] = str(mlflow["uiUrl"]).strip()
+    ui_url = _text(mlflow.get("uiUrl"), f"group {group}: uiUrl").strip()
+    if ui_url:
+        spec["uiUrl"] = ui_url
     seen = set(secret)
     for field_name, key in (("trackingEnvs", "trackingEnv"), ("artifactEnvs", "artifactEnv")):
         env: list[dict[str, Any]] = []
-        for item in mlflow.get(field_name) or []:
-            var = str((item or {}).get("name") or "")
-            value = str((item or {}).get("value") or "")
+        for var, value in _env_entries(mlflow, field_name, group):
             if not rules.matches(rules.ENV_NAME, var):
                 out.notes.append(f"group {group}: {var!r} is not a valid variable name: skipped")
                 continue
