@@ -87,10 +87,19 @@ def test_a_wrong_s3_endpoint_and_a_missing_model(stores: Stores) -> None:
     assert missing.returncode == 1
 
 
-def test_without_a_setting() -> None:
-    result = check({})
+@pytest.mark.parametrize(
+    ("tracking_uri", "why"),
+    [("", "is not set"), ("not a url", "is not a tracking server's URL")],
+)
+def test_without_a_usable_setting(tracking_uri: str, why: str) -> None:
+    """Judged as copy-artifacts judges it, before any client call (one line, no value)."""
+    result = check({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {})
     assert result.returncode == 1
-    assert "MLFLOW_TRACKING_URI is not set" in result.stdout
+    found = lines(result)
+    assert list(found) == ["setting"] and found["setting"].startswith(
+        f"failed MLFLOW_TRACKING_URI {why}"
+    )
+    assert not tracking_uri or tracking_uri not in result.stdout
 
 
 @pytest.mark.cluster

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.brief import brief
+from webhook.copier.client_env import quiet_client, tracking_uri_problem
 from webhook.copier.errors import CopyError, Exit, classify, redact
 from webhook.modeluri import ModelUri, ModelUriError, parse_model_uri
 
@@ -112,13 +113,12 @@ def _model(uri: ModelUri) -> str:
 
 
 def run(model: str | None) -> int:
-    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if not tracking_uri:
-        print("failed  setting           MLFLOW_TRACKING_URI is not set: this pod got no setting")
+    quiet_client(request_timeout=15)
+    problem = tracking_uri_problem()
+    if problem:
+        print(Check("setting", False, problem).line())
         return 1
+    tracking_uri = os.environ["MLFLOW_TRACKING_URI"]
     try:
         parsed = parse_model_uri(model) if model else None
     except ModelUriError as e:

@@ -15,18 +15,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeGuard
 
+from webhook.copier.client_env import quiet_client, tracking_uri_problem
 from webhook.copier.errors import CopyError, Exit, redact
 from webhook.copier.fetch import Progress, fetch, human, tree_size
 from webhook.copier.resolve import Resolved, resolve
 from webhook.copier.retry import with_retries
 from webhook.copier.staging import JOURNAL, STAGING, clear, mark_complete, prepare
 from webhook.modeluri import ModelUri, ModelUriError, parse_model_uri
-from webhook.settings import rules
 
 log = logging.getLogger("webhook.copy")
 DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
-# What MLflow's client can talk to: a tracking server, Databricks (never a local store here).
-_REACHABLE_URI = r"^(https?://[^/\s]+(/\S*)?|databricks(://\S+)?)$"
 
 
 def _holds(record: dict[str, Any] | None, **wanted: str) -> TypeGuard[dict[str, Any]]:
@@ -36,24 +34,10 @@ def _holds(record: dict[str, Any] | None, **wanted: str) -> TypeGuard[dict[str, 
 
 def copy_model(uri: ModelUri, dest: Path, timeout: float, progress_every: float = 10.0) -> Resolved:
     """Resolves and copies; returns what was copied. Raises CopyError with the exit code."""
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if not tracking_uri:
-        raise CopyError(
-            Exit.USAGE,
-            "MLFLOW_TRACKING_URI is not set: the group has no MLflow setting in this pod",
-        )
-    if not rules.matches(_REACHABLE_URI, tracking_uri):
-        raise CopyError(
-            Exit.USAGE,
-            "MLFLOW_TRACKING_URI is not a tracking server's URL (http(s)://host or "
-            "databricks): check trackingUri in the group's MLflowSetting",
-        )
-    # Our own retries (with a deadline) replace MLflow's long default ones; clusters are often
-    # offline, and nothing but the tracking server and the artifact store is ever called.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
-    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    os.environ["DO_NOT_TRACK"] = "true"
+    problem = tracking_uri_problem()
+    if problem:
+        raise CopyError(Exit.USAGE, problem)
+    quiet_client(request_timeout=60)  # our retries, with a deadline, replace MLflow's
     start = time.monotonic()
     deadline = start + timeout
     existing = prepare(dest)
