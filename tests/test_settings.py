@@ -10,6 +10,7 @@ import pytest
 
 from tests.settings_table import SECRET, TABLE, case_id
 from tests.settings_table import setting as table_setting
+from webhook.groups import escape_group
 from webhook.settings.index import Problem, SettingsIndex
 from webhook.settings.model import ArtifactVolume, MLflowSetting, SettingError, parse_setting
 from webhook.settings.sources import SourceError, load_file
@@ -167,6 +168,45 @@ def test_file_errors_name_every_bad_document(tmp_path: Path) -> None:
         load_file(f, index)
     assert "document 2: MLflowSetting hub/b: spec.trackingUri: required" in str(e.value)
     assert len(index) == 0  # nothing half-loaded
+
+
+def test_aliases_are_read_but_never_expanded_without_bound(tmp_path: Path) -> None:
+    """A YAML anchor shared by settings is fine; "billion laughs" (nine levels of nine aliases,
+    387 million values once expanded) and an alias inside itself are refused at once, naming
+    the file, instead of hanging the loader in whatever reads or hashes them."""
+    shared = tmp_path / "shared.yaml"
+    shared.write_text(  # anchors hold within one document: a List
+        "apiVersion: v1\nkind: List\nitems:\n"
+        "- apiVersion: mlflow.primehub.io/v1alpha1\n  kind: MLflowSetting\n"
+        "  metadata: {name: a}\n  spec:\n    group: a\n    trackingUri: http://a\n"
+        "    artifactEnv: &s3\n"
+        "    - {name: MLFLOW_S3_ENDPOINT_URL, value: 'http://s3?x=1&y=2'}\n"
+        "- apiVersion: mlflow.primehub.io/v1alpha1\n  kind: MLflowSetting\n"
+        "  metadata: {name: b}\n  spec: {group: b, trackingUri: http://b, artifactEnv: *s3}\n"
+    )
+    index = SettingsIndex()
+    load_file(shared, index)
+    for group in "ab":
+        found = index.lookup("hub", escape_group(group))
+        assert isinstance(found, MLflowSetting)
+        assert found.artifact_env == (
+            {"name": "MLFLOW_S3_ENDPOINT_URL", "value": "http://s3?x=1&y=2"},
+        )
+    levels = ["    a: &a [" + ", ".join(['"lol"'] * 9) + "]"]
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"    {name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(
+        "apiVersion: mlflow.primehub.io/v1alpha1\nkind: MLflowSetting\nmetadata: {name: c}\n"
+        "spec:\n  group: c\n  trackingUri: http://c\n  lol:\n" + "\n".join(levels) + "\n"
+    )
+    selfish = tmp_path / "selfish.yaml"
+    selfish.write_text(shared.read_text().replace("&s3\n", "&s3\n    - *s3\n", 1))
+    for path, why in ((bomb, "expand to more than 2,000,000"), (selfish, "contains it")):
+        with pytest.raises(SourceError) as e:
+            load_file(path, index)
+        assert str(e.value).startswith(f"{path}: not valid YAML: ") and why in str(e.value)
+    assert len(index) == 2  # the last good settings stay
 
 
 def test_file_without_namespace_lands_in_the_default_one(tmp_path: Path) -> None:
