@@ -188,6 +188,31 @@ def test_slow_and_idle_clients_cannot_starve_it(webhook: WebhookProcess, certs: 
                 assert sock.recv(1) == b""
 
 
+def test_connections_left_open_after_a_request_cannot_lock_clients_out(
+    certs: Path, tmp_path: Path
+) -> None:
+    """One client opens more keep-alive connections than the workers take (20 each here, 1,000
+    by default), sends a review on each and keeps them: at the limit the connection idle
+    longest is closed, so new clients (the API server) are still answered in time."""
+    webhook = server(certs, tmp_path, "--connections=20", "--shutdown-delay=0")
+    held: list[http.client.HTTPSConnection] = []
+    try:
+        for _ in range(60):
+            conn = connect(webhook.port, certs)
+            assert mutate(conn).status == 200
+            held.append(conn)
+        answers = [admitted_with_mlflow(webhook.port, certs) for _ in range(20)]
+        assert answers == [True] * 20
+        # The longest idle were closed to make room; the most recent still serve.
+        assert mutate(held[-1]).status == 200
+        with pytest.raises((http.client.HTTPException, OSError)):
+            mutate(held[0])
+    finally:
+        for conn in held:
+            conn.close()
+        webhook.stop()
+
+
 def test_a_keep_alive_connection_serves_many_reviews(webhook: WebhookProcess, certs: Path) -> None:
     conn = connect(webhook.port, certs)
     replies = [mutate(conn) for _ in range(20)]

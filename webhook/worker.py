@@ -12,6 +12,9 @@ Why our own, on top of gunicorn's gevent worker:
   wait; after it, /mutate answers 503 until the settings arrive).
 - An answer leaves in one write: gunicorn writes the headers and the body separately, and over
   TLS each write is its own record and system call.
+- At its connection limit a worker closes the connection that has idled longest between
+  requests, so connections held open after a request cannot lock the API server out (the
+  limit bounds memory; an idle connection is the one a client can lose at no cost).
 - While the server drains (SIGTERM received by the master) every answer carries
   `Connection: close`, so clients move to another replica; when the worker stops, idle
   keep-alive connections are closed at once and requests in flight finish.
@@ -19,7 +22,9 @@ Why our own, on top of gunicorn's gevent worker:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
 import time
 from functools import partial
 from typing import Any
@@ -40,7 +45,9 @@ log = logging.getLogger(__name__)
 class WebhookWorker(GeventWorker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._running = True
-        self._idle: set[gevent.Greenlet] = set()
+        # Connections waiting for their next request (greenlet: socket), longest waiting first.
+        self._idle: dict[gevent.Greenlet, Any] = {}
+        self._pools: list[Pool] = []
         super().__init__(*args, **kwargs)
 
     # gunicorn reads `alive` before each answer: False makes it send `Connection: close`.
@@ -60,9 +67,9 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
         servers = []
         for listener in self.sockets:
             listener.setblocking(1)
-            server = StreamServer(
-                listener, handle=partial(self.handle, listener), spawn=Pool(self.worker_connections)
-            )
+            pool = Pool(self.worker_connections)
+            self._pools.append(pool)
+            server = StreamServer(listener, handle=partial(self.handle, listener), spawn=pool)
             if self.cfg.workers > 1:
                 server.max_accept = 1  # spread connections over the workers
             server.start()
@@ -107,6 +114,8 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
         runstate.set(self.slot, WorkerState.SERVING)
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        if self._idle and any(pool.free_count() == 0 for pool in self._pools):
+            self._close_longest_idle()  # this connection took the last place: free one
         client.setblocking(1)
         timeout = self.app.opts.request_timeout
         conn = client
@@ -139,6 +148,16 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
         finally:
             util.close(conn)
 
+    def _close_longest_idle(self) -> None:
+        """Closes the connection idle longest, skipping any whose next request is already
+        here (it is served: a request is never dropped to make room)."""
+        for greenlet, conn in self._idle.items():
+            with contextlib.suppress(OSError, ValueError):
+                if conn.pending() or select.select([conn], [], [], 0)[0]:
+                    continue
+            greenlet.kill(block=False)
+            return
+
     def _next_request_arrives(self, conn: Any, parser: Any) -> bool:
         """Waits (up to the keep-alive time) for the next request's first byte; an idle wait is
         the only place where a stopping worker may drop the connection."""
@@ -147,14 +166,14 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
         if not self._should_run():
             return False  # a request that finished after the idle ones were closed
         me = gevent.getcurrent()
-        self._idle.add(me)
+        self._idle[me] = conn
         try:
             gevent.socket.wait_read(conn.fileno(), timeout=self.app.opts.keepalive)
             return True  # even when stopping: it is answered, with `Connection: close`
         except (gevent.GreenletExit, OSError):
             return False
         finally:
-            self._idle.discard(me)
+            self._idle.pop(me, None)
 
 
 class _OneWrite:
