@@ -151,7 +151,7 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
     def _close_longest_idle(self) -> None:
         """Closes the connection idle longest, skipping any whose next request is already
         here (it is served: a request is never dropped to make room)."""
-        for greenlet, conn in self._idle.items():
+        for greenlet, conn in list(self._idle.items()):
             with contextlib.suppress(OSError, ValueError):
                 if conn.pending() or select.select([conn], [], [], 0)[0]:
                     continue
