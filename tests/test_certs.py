@@ -6,6 +6,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from webhook.certs import BUNDLE, CA_CRT, CA_KEY, TLS_CRT, TLS_KEY, CertPolicy, hosts_for, plan
 from webhook.tls import make_ca, make_serving_cert
@@ -74,6 +75,30 @@ def test_expired_cas_leave_the_bundle() -> None:
     new = plan(data(bundle_extra=expired.cert_pem(), leaf_days=SOON), HOSTS, POLICY)
     assert new is not None
     assert len(certs(new[BUNDLE])) == 1
+
+
+def test_what_cannot_be_read_is_made_again_instead_of_failing_every_run() -> None:
+    """A damaged Secret (edited by hand, or a CA key of another kind) must not stop renewal:
+    the run would fail until the serving certificate expired and every model deployment with
+    it. A damaged serving certificate is reissued under the same CA; a CA that cannot be used
+    is replaced, the bundle keeping every old CA that can still be read."""
+    old = data()
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rsa_pem = rsa_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    leaf_damaged = plan({**old, TLS_CRT: b"junk"}, HOSTS, POLICY)
+    assert leaf_damaged is not None and leaf_damaged[CA_CRT] == old[CA_CRT]
+    for damaged in ({CA_CRT: b"junk"}, {CA_KEY: b"junk"}, {CA_KEY: rsa_pem}):
+        new = plan({**old, **damaged, BUNDLE: old[BUNDLE] + b"junk" + _END}, HOSTS, POLICY)
+        assert new is not None and new[CA_CRT] != old[CA_CRT]
+        assert certs(new[BUNDLE]) == certs(new[CA_CRT] + old[CA_CRT])
+        x509.load_pem_x509_certificate(new[TLS_CRT]).verify_directly_issued_by(
+            certs(new[CA_CRT])[0]
+        )
+
+
+_END = b"-----END CERTIFICATE-----\n"
 
 
 def test_new_hosts_get_a_new_certificate() -> None:

@@ -72,12 +72,26 @@ def _sans(cert: x509.Certificate) -> set[str]:
     }
 
 
+_PEM_END = b"-----END CERTIFICATE-----"
+
+
+def _certificates(pem: bytes) -> list[x509.Certificate]:
+    """The certificates of a PEM bundle that can be read (one damaged block loses only itself)."""
+    found = []
+    for block in pem.split(_PEM_END)[:-1]:
+        try:
+            found.append(x509.load_pem_x509_certificate(block + _PEM_END))
+        except ValueError:
+            log.warning("a certificate in the CA bundle cannot be read; it is dropped")
+    return found
+
+
 def _bundle(*pems: bytes) -> bytes:
     """CA certificates, newest first, without duplicates or expired ones."""
     seen: set[bytes] = set()
     out: list[bytes] = []
     for pem in pems:
-        for cert in x509.load_pem_x509_certificates(pem) if pem.strip() else []:
+        for cert in _certificates(pem):
             fingerprint = cert.fingerprint(hashes.SHA256())
             if fingerprint in seen or remaining(cert) <= datetime.timedelta(0):
                 continue
@@ -90,14 +104,12 @@ def plan(
     data: Data | None, hosts: list[str], policy: CertPolicy, rotate_ca: bool = False
 ) -> Data | None:
     """The Secret's next data, or None when nothing is due. Pure apart from key generation."""
-    if not data or CA_CRT not in data or CA_KEY not in data:
-        ca = make_ca(days=policy.ca_days)
-        return _issue(ca, hosts, policy, ca.cert_pem())
-    ca = load_pair(data[CA_CRT], data[CA_KEY])
-    if rotate_ca or _due(ca.cert, policy.renew_fraction):
+    data = data or {}
+    ca = _readable_ca(data)
+    if ca is None or rotate_ca or _due(ca.cert, policy.renew_fraction):
         new_ca = make_ca(days=policy.ca_days)
         return _issue(new_ca, hosts, policy, _bundle(new_ca.cert_pem(), data.get(BUNDLE, b"")))
-    leaf = x509.load_pem_x509_certificate(data[TLS_CRT]) if TLS_CRT in data else None
+    leaf = _readable_leaf(data)
     if (
         leaf is None
         or _due(leaf, policy.renew_fraction)
@@ -106,6 +118,29 @@ def plan(
     ):
         return _issue(ca, hosts, policy, _bundle(ca.cert_pem(), data.get(BUNDLE, b"")))
     return None
+
+
+def _readable_ca(data: Data) -> KeyPair | None:
+    """The CA of the Secret, or None for none, or one that cannot be read or is not ours (an
+    EC key): the keeper then makes a new one (trusted before it serves, as on rotation) rather
+    than failing on every run until the serving certificate expires."""
+    if CA_CRT not in data or CA_KEY not in data:
+        return None
+    try:
+        return load_pair(data[CA_CRT], data[CA_KEY])
+    except (ValueError, TypeError):
+        log.warning("the CA in the Secret cannot be used (damaged, or not an EC key): a new CA")
+        return None
+
+
+def _readable_leaf(data: Data) -> x509.Certificate | None:
+    if TLS_CRT not in data:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(data[TLS_CRT])
+    except ValueError:
+        log.warning("the serving certificate in the Secret cannot be read: a new one")
+        return None
 
 
 def _issue(ca: KeyPair, hosts: list[str], policy: CertPolicy, bundle: bytes) -> Data:

@@ -100,7 +100,8 @@ def make_serving_cert(ca: KeyPair, hosts: list[str], days: float = 365) -> KeyPa
 
 def load_pair(cert_pem: bytes, key_pem: bytes) -> KeyPair:
     key = serialization.load_pem_private_key(key_pem, password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"expected an EC private key, got {type(key).__name__}")
     return KeyPair(x509.load_pem_x509_certificate(cert_pem), key)
 
 
