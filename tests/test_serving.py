@@ -217,6 +217,29 @@ def test_connections_left_open_after_a_request_cannot_lock_clients_out(
         webhook.stop()
 
 
+def test_a_flood_of_silent_connections_costs_no_client_its_place(
+    certs: Path, tmp_path: Path
+) -> None:
+    """More bare TCP connects than the workers take (20 each here), never sending a byte: the
+    oldest silent ones are closed to make room, so new clients are answered in time (before:
+    the first waited out the API server's timeout), and a keep-alive connection that is idle
+    between reviews, as the API server's are, is not the one that goes."""
+    webhook = server(certs, tmp_path, "--connections=20", "--shutdown-delay=0")
+    api_server = connect(webhook.port, certs)
+    flood: list[socket.socket] = []
+    try:
+        assert mutate(api_server).status == 200
+        flood = [socket.create_connection(("127.0.0.1", webhook.port)) for _ in range(60)]
+        answers = [admitted_with_mlflow(webhook.port, certs) for _ in range(10)]
+        assert answers == [True] * 10
+        assert mutate(api_server).status == 200
+    finally:
+        for sock in flood:
+            sock.close()
+        api_server.close()
+        webhook.stop()
+
+
 def test_a_keep_alive_connection_serves_many_reviews(webhook: WebhookProcess, certs: Path) -> None:
     conn = connect(webhook.port, certs)
     replies = [mutate(conn) for _ in range(20)]

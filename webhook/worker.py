@@ -12,9 +12,13 @@ Why our own, on top of gunicorn's gevent worker:
   wait; after it, /mutate answers 503 until the settings arrive).
 - An answer leaves in one write: gunicorn writes the headers and the body separately, and over
   TLS each write is its own record and system call.
-- At its connection limit a worker closes the connection that has idled longest between
-  requests, so connections held open after a request cannot lock the API server out (the
-  limit bounds memory; an idle connection is the one a client can lose at no cost).
+- At its connection limit (which bounds memory) a worker makes room: first by closing the
+  oldest connection that has sent no request head for SILENT_GRACE (a bare connect, a handshake
+  or headers that do not come: no client the API server runs is that slow), checked on every
+  accept and five times a second; only when there is none silent at all, the connection idle
+  longest between requests (a client loses nothing with it). So neither a flood of silent
+  connections nor keep-alive connections held open after a request lock the API server out,
+  and a flood never costs the API server its idle keep-alive connections.
 - While the server drains (SIGTERM received by the master) every answer carries
   `Connection: close`, so clients move to another replica; when the worker stops, idle
   keep-alive connections are closed at once and requests in flight finish.
@@ -41,12 +45,18 @@ from webhook.runstate import WorkerState
 
 log = logging.getLogger(__name__)
 
+# How long a connection may go without sending a request head before it is the first to be
+# closed when the worker is at its connection limit.
+SILENT_GRACE = 0.5
+
 
 class WebhookWorker(GeventWorker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._running = True
         # Connections waiting for their next request (greenlet: socket), longest waiting first.
         self._idle: dict[gevent.Greenlet, Any] = {}
+        # Connections whose request head has not come yet (greenlet: since when), oldest first.
+        self._silent: dict[gevent.Greenlet, float] = {}
         self._pools: list[Pool] = []
         super().__init__(*args, **kwargs)
 
@@ -76,6 +86,7 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
             servers.append(server)
         while self._should_run():
             self.notify()
+            self._make_room()
             gevent.sleep(0.2)
         for server in servers:
             server.close()  # no new connections; the master closed its copy of the listener
@@ -114,8 +125,9 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
         runstate.set(self.slot, WorkerState.SERVING)
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
-        if self._idle and any(pool.free_count() == 0 for pool in self._pools):
-            self._close_longest_idle()  # this connection took the last place: free one
+        self._make_room()  # this connection may have taken the last place
+        me = gevent.getcurrent()
+        self._silent[me] = time.monotonic()
         client.setblocking(1)
         timeout = self.app.opts.request_timeout
         conn = client
@@ -129,9 +141,12 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
             name = listener.getsockname()
             first = True
             while first or self._next_request_arrives(conn, parser):
+                if not first:
+                    self._silent[me] = time.monotonic()
                 first = False
                 with gevent.Timeout(timeout):  # headers, body and answer
                     request = next(parser)
+                    self._silent.pop(me, None)
                     out = _OneWrite(conn)
                     try:
                         # gunicorn's gevent worker drops this answer (keep the connection?).
@@ -146,11 +161,19 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
         except Exception as e:
             self.handle_error(None, conn, addr, e)
         finally:
+            self._silent.pop(me, None)
             util.close(conn)
 
-    def _close_longest_idle(self) -> None:
-        """Closes the connection idle longest, skipping any whose next request is already
-        here (it is served: a request is never dropped to make room)."""
+    def _make_room(self) -> None:
+        """At the connection limit: closes the oldest silent connection past SILENT_GRACE, or,
+        when none is silent, the one idle longest (see the module's docstring)."""
+        if not any(pool.free_count() == 0 for pool in self._pools):
+            return
+        if self._silent:
+            oldest, since = next(iter(self._silent.items()))
+            if time.monotonic() - since > SILENT_GRACE:
+                oldest.kill(block=False)
+            return
         for greenlet, conn in list(self._idle.items()):
             with contextlib.suppress(OSError, ValueError):
                 if conn.pending() or select.select([conn], [], [], 0)[0]:
