@@ -25,8 +25,9 @@ def _expanded_size(root: yaml.Node) -> int:
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
         node, children_done = stack.pop()
+        children: list[yaml.Node]
         if isinstance(node, yaml.SequenceNode):
-            children = list(node.value)
+            children = node.value
         elif isinstance(node, yaml.MappingNode):
             children = [part for pair in node.value for part in pair]
         else:

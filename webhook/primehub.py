@@ -22,7 +22,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from webhook import API_GROUP, API_VERSION, KIND
 from webhook.settings import rules
-from webhook.settings.model import LOGIN_NAMES, OWN_NAMES, SettingError, parse_setting
+from webhook.settings.model import (
+    LOGIN_NAMES,
+    OWN_NAMES,
+    SettingError,
+    is_unicode,
+    parse_setting,
+)
 
 QUERY = (
     "query { groups { name "
@@ -102,11 +108,8 @@ def _text(value: Any, where: str) -> str:
         return ""
     if not isinstance(value, str):
         raise PrimeHubError(f"{where}: expected a string")
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError:  # a lone surrogate, from a \ud800 escape in the JSON
-            raise PrimeHubError(f"{where}: not valid Unicode") from None
+    if not is_unicode(value):
+        raise PrimeHubError(f"{where}: not valid Unicode")
     return value
 
 

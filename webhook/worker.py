@@ -139,11 +139,7 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
                 conn.do_handshake()
             parser = http.get_parser(self.cfg, conn, addr)
             name = listener.getsockname()
-            first = True
-            while first or self._next_request_arrives(conn, parser):
-                if not first:
-                    self._silent[me] = time.monotonic()
-                first = False
+            while True:
                 with gevent.Timeout(timeout):  # headers, body and answer
                     request = next(parser)
                     self._silent.pop(me, None)
@@ -154,6 +150,9 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
                             return
                     finally:
                         out.flush()
+                if not self._next_request_arrives(conn, parser):
+                    return
+                self._silent[me] = time.monotonic()  # until the next request's head is here
         except gevent.Timeout:
             log.debug("closing a connection from %s: too slow", addr)
         except (StopIteration, http.errors.NoMoreData, OSError, gevent.GreenletExit):

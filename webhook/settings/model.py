@@ -87,6 +87,18 @@ class MLflowSetting:
         return escape_group(self.group)
 
 
+def is_unicode(text: str) -> bool:
+    """False for a string with a lone surrogate (JSON's \\ud800 escape makes one): no encoder
+    takes it, so neither a Secret nor a pod could hold it."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class _Checker:
     """Walks one object's spec and raises SettingError at the first wrong field."""
 
@@ -104,11 +116,8 @@ class _Checker:
             return None
         if not isinstance(value, str) or (required and not value.strip()):
             raise self.fail(path, "must be a non-empty string")
-        if not value.isascii():
-            try:
-                value.encode()
-            except UnicodeEncodeError:  # a lone surrogate: JSON's \ud800 escapes allow it
-                raise self.fail(path, "is not valid Unicode") from None
+        if not is_unicode(value):
+            raise self.fail(path, "is not valid Unicode")
         return value
 
     def url(self, value: Any, path: str, pattern: str, *, required: bool) -> str | None:
