@@ -74,8 +74,8 @@ modelInit:
   resources: {requests: {cpu: 10m}}
   runAsUser: 2000
   runAsGroup: 3000
-  volumeSize: 30Gi
-  imagePullSecrets: [mirror-creds]
+  volume: {size: 30Gi}
+  imagePullSecrets: [{name: mirror-creds}]
 """,
         )
     )
@@ -99,7 +99,7 @@ def test_with_a_storage_class_a_model_copied_into_an_emptydir_still_asks_for_the
     """The storage class makes our own model volume a claim; PrimeHub's model volume stays the
     emptyDir on the node, so the init container taking over its initializer asks for the room."""
     config = load_config(
-        config_file(tmp_path, "modelInit: {storageClassName: fast-ssd, volumeSize: 30Gi}\n")
+        config_file(tmp_path, "modelInit: {volume: {storageClassName: fast-ssd, size: 30Gi}}\n")
     )
     annotated = decide(case_pod("deployment-model"), "hub", INDEX, config).pod
     taken_over = decide(deployment_pod("phusers", "models:/iris/3", []), "hub", INDEX, config).pod
@@ -119,9 +119,17 @@ def test_with_a_storage_class_a_model_copied_into_an_emptydir_still_asks_for_the
         ("podKinds: {job: [{}]}", "podKinds.job: expected a list of non-empty label maps"),
         ("missingSetting: maybe", "missingSetting: must be 'deny' or 'warn'"),
         ("maxRequestBytes: lots", "maxRequestBytes: expected int"),
-        ("modelInit: {imagee: x}", "modelInit: unknown keys ['imagee']"),
-        ("modelInit: {volumeSize: big}", "modelInit.volumeSize: 'big' is not a quantity"),
-        ("modelInit: {imagePullSecrets: [1]}", "modelInit.imagePullSecrets: expected a list"),
+        ("modelInit: {imagee: x}", "modelInit: unknown field 'imagee'"),
+        ("modelInit: {volumeSize: 30Gi}", "modelInit: unknown field 'volumeSize'"),
+        ("modelInit: {volume: {size: big}}", "modelInit.volume.size: 'big' is not a quantity"),
+        ("modelInit: {imagePullSecrets: [1]}", "modelInit.imagePullSecrets[0]: must be an object"),
+        (
+            "modelInit: {resources: {limits: {memory: 1GB}}}",
+            "modelInit.resources.limits.memory: '1GB' is not a quantity like 500m or 2Gi",
+        ),
+        ("modelInit: {imagePullPolicy: Sometimes}", "modelInit.imagePullPolicy: must be one of"),
+        ("modelInit: {runAsUser: -1}", "modelInit.runAsUser: may not be less than 0"),
+        ("modelInit: []", "modelInit: must be an object"),
         ("labelz: {}", "unknown keys ['labelz']"),
         ("- a list", "expected a mapping at the top level"),
     ],

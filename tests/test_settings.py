@@ -75,7 +75,7 @@ def test_a_good_setting_keeps_its_env_as_written() -> None:
         ),
         ({"trackingUri": "mlflow:5000"}, "spec.trackingUri", "must be an http(s):// URL"),
         ({"trackingUri": None}, "spec.trackingUri", "required"),
-        ({"group": ""}, "spec.group", "non-empty"),
+        ({"group": ""}, "spec.group", "must not be empty"),
         ({"uiUrl": "ftp://x"}, "spec.uiUrl", "must be an http(s):// URL"),
         (
             {
@@ -89,7 +89,7 @@ def test_a_good_setting_keeps_its_env_as_written() -> None:
         (
             {"artifactEnv": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}]},
             "spec.artifactEnv[0].valueFrom",
-            "secretKeyRef or configMapKeyRef",
+            "unknown field 'fieldRef'",
         ),
         (
             {"artifactEnv": [{"name": "A", "value": "1", "valueFrom": {}}]},
@@ -106,7 +106,7 @@ def test_a_good_setting_keeps_its_env_as_written() -> None:
                 ]
             },
             "spec.artifactEnv[0].name",
-            "set twice",
+            "in trackingEnv or artifactEnv, not both",
         ),
         (
             {"trackingEnv": [{"name": "MLFLOW_TRACKING_URI", "value": "http://x"}]},
@@ -123,20 +123,31 @@ def test_a_good_setting_keeps_its_env_as_written() -> None:
             "spec.artifactVolume.mountPath",
             "absolute",
         ),
-        ({"modelInit": {"image": "x", "command": ["sh"]}}, "spec.modelInit", "may hold only env"),
+        ({"modelInit": {"image": "x", "command": ["sh"]}}, "spec.modelInit", "unknown field"),
+        (
+            {"modelInit": {"resources": {"limits": {"memory": "512MB"}}}},
+            "spec.modelInit.resources.limits.memory",
+            "'512MB' is not a quantity like 500m or 2Gi",
+        ),
+        (
+            {"trackingEnv": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]},
+            "spec.trackingEnv[1]",
+            "A is set twice",
+        ),
         ({"modelInit": {"volume": {"size": "huge"}}}, "spec.modelInit.volume.size", "quantity"),
         (
             {"modelInit": {"imagePullSecrets": ["creds"]}},
-            "spec.modelInit.imagePullSecrets",
-            "{name: <Secret>}",
+            "spec.modelInit.imagePullSecrets[0]",
+            "must be an object",
         ),
         (
             {"artifactVolume": {"groupVolume": True, "claimName": "x"}},
             "spec.artifactVolume",
             "alone",
         ),
-        ({"artifactVolume": {"groupVolume": "yes"}}, "spec.artifactVolume", "alone"),
-        ({"tackingUri": "http://typo"}, "spec", "unknown fields ['tackingUri']"),
+        ({"artifactVolume": {"groupVolume": "yes"}}, "spec.artifactVolume.groupVolume", "true"),
+        ({"artifactVolume": {"groupVolume": False}}, "spec.artifactVolume", "alone"),
+        ({"tackingUri": "http://typo"}, "spec", "unknown field 'tackingUri'"),
         # JSON's \ud800 escape gives a string no encoder takes (the API server never sends one).
         ({"group": "team\ud800"}, "spec.group", "not valid Unicode"),
     ],

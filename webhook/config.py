@@ -12,7 +12,7 @@ from typing import Any
 
 from webhook import PREFIX, __version__
 from webhook.files import FileProblem, load_yaml
-from webhook.settings import rules
+from webhook.settings import crd, rules, schema
 
 Labels = dict[str, str]
 
@@ -70,17 +70,8 @@ class Config:
     escaped_group_label: str = "primehub.io/group"
     group_label: str = PREFIX + "group"
     # Names that form one login: a container setting any of them gets none of the setting's.
-    tracking_credentials: frozenset[str] = frozenset(
-        {
-            "MLFLOW_TRACKING_USERNAME",
-            "MLFLOW_TRACKING_PASSWORD",
-            "MLFLOW_TRACKING_TOKEN",
-            "MLFLOW_TRACKING_CLIENT_CERT_PATH",
-        }
-    )
-    artifact_credentials: frozenset[str] = frozenset(
-        {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"}
-    )
+    tracking_credentials: frozenset[str] = rules.TRACKING_LOGIN
+    artifact_credentials: frozenset[str] = rules.ARTIFACT_LOGIN
     model_init: ModelInit = ModelInit()
     # What a model deployment gets when its group has no usable setting: "deny" or "warn".
     missing_setting: str = "deny"
@@ -100,6 +91,40 @@ def _selectors(raw: Any, where: str) -> tuple[Labels, ...]:
     ):
         raise ConfigError(f"{where}: expected a list of non-empty label maps (string values)")
     return tuple({str(k): v for k, v in s.items()} for s in raw)
+
+
+# A setting's modelInit (the CRD's schema) and what only the configuration sets.
+MODEL_INIT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        **crd.model_init_properties(),
+        "imagePullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]},
+        "defaultPath": {"type": "string", "maxLength": 1024, "pattern": "^/"},
+        "runAsUser": {"type": "integer", "minimum": 0},
+        "runAsGroup": {"type": "integer", "minimum": 0},
+    },
+}
+
+
+def _model_init(raw: Any) -> ModelInit:
+    try:
+        schema.check(raw, MODEL_INIT_SCHEMA, "modelInit")
+    except schema.SchemaProblem as problem:
+        raise ConfigError(f"{problem.path}: {problem}") from None
+    raw = schema.pruned(raw)
+    volume = raw.get("volume", {})
+    given = {
+        "image": raw.get("image"),
+        "image_pull_policy": raw.get("imagePullPolicy"),
+        "image_pull_secrets": tuple(s["name"] for s in raw.get("imagePullSecrets", ())),
+        "default_path": raw.get("defaultPath"),
+        "resources": raw.get("resources"),
+        "run_as_user": raw.get("runAsUser"),
+        "run_as_group": raw.get("runAsGroup"),
+        "volume_size": volume.get("size"),
+        "storage_class": volume.get("storageClassName"),
+    }
+    return ModelInit(**{k: v for k, v in given.items() if v is not None})
 
 
 def _take(raw: dict[str, Any], key: str, kind: type, where: str) -> Any:
@@ -139,30 +164,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         if creds:
             raise ConfigError(f"credentials: unknown keys {sorted(creds)}")
     if "modelInit" in raw:
-        mi = dict(_take(raw, "modelInit", dict, ""))
-        mkw: dict[str, Any] = {}
-        for key, attr, kind in (
-            ("image", "image", str),
-            ("imagePullPolicy", "image_pull_policy", str),
-            ("defaultPath", "default_path", str),
-            ("resources", "resources", dict),
-            ("runAsUser", "run_as_user", int),
-            ("runAsGroup", "run_as_group", int),
-            ("volumeSize", "volume_size", str),
-            ("storageClassName", "storage_class", str),
-        ):
-            if key in mi:
-                mkw[attr] = _take(mi, key, kind, "modelInit.")
-        if "imagePullSecrets" in mi:
-            secrets = _take(mi, "imagePullSecrets", list, "modelInit.")
-            if not all(isinstance(x, str) and x for x in secrets):
-                raise ConfigError("modelInit.imagePullSecrets: expected a list of Secret names")
-            mkw["image_pull_secrets"] = tuple(secrets)
-        if "volume_size" in mkw and not QUANTITY.match(mkw["volume_size"]):
-            raise ConfigError(f"modelInit.volumeSize: {mkw['volume_size']!r} is not a quantity")
-        if mi:
-            raise ConfigError(f"modelInit: unknown keys {sorted(mi)}")
-        kw["model_init"] = ModelInit(**mkw)
+        kw["model_init"] = _model_init(raw.pop("modelInit"))
     if "missingSetting" in raw:
         kw["missing_setting"] = _take(raw, "missingSetting", str, "")
         if kw["missing_setting"] not in ("deny", "warn"):

@@ -23,12 +23,12 @@ from urllib.parse import urlsplit, urlunsplit
 from webhook import API_GROUP, API_VERSION, KIND
 from webhook.settings import rules
 from webhook.settings.model import (
-    LOGIN_NAMES,
     OWN_NAMES,
     SettingError,
-    is_unicode,
     parse_setting,
 )
+from webhook.settings.rules import LOGIN_NAMES
+from webhook.settings.schema import is_unicode
 
 QUERY = (
     "query { groups { name "

@@ -14,7 +14,6 @@ import yaml
 
 from webhook import API_GROUP, API_VERSION, KIND, PLURAL
 from webhook.settings import rules
-from webhook.settings.model import LOGIN_NAMES
 
 Schema = dict[str, Any]
 HEADER = """\
@@ -61,7 +60,7 @@ def _ref() -> Schema:
 
 
 def _env() -> Schema:
-    logins = "[" + ", ".join(_cel_str(n) for n in sorted(LOGIN_NAMES)) + "]"
+    logins = "[" + ", ".join(_cel_str(n) for n in sorted(rules.LOGIN_NAMES)) + "]"
     return {
         "type": "array",
         "maxItems": 64,
@@ -141,9 +140,37 @@ def _url_rule(field: str, pattern: str, message: str) -> Schema:
 def _quantities() -> Schema:
     return {
         "type": "object",
+        "maxProperties": 16,
         "additionalProperties": {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "x-kubernetes-int-or-string": True,
+            "pattern": rules.RESOURCE_QUANTITY,
+            "minimum": 0,
+        },
+    }
+
+
+def model_init_properties() -> Schema:
+    """What a setting's `modelInit` and the webhook configuration's both take, in one shape."""
+    return {
+        "image": _string(1024, min_length=1),
+        "resources": {
+            "type": "object",
+            "properties": {"requests": _quantities(), "limits": _quantities()},
+        },
+        "volume": {
+            "type": "object",
+            "description": "The model volume: an emptyDir of this size, or with a storage class "
+            "a generic ephemeral volume.",
+            "properties": {
+                "size": _string(64, pattern=rules.QUANTITY),
+                "storageClassName": _string(253, min_length=1),
+            },
+        },
+        "imagePullSecrets": {
+            "type": "array",
+            "maxItems": 16,
+            "items": {"type": "object", "required": ["name"], "properties": {"name": _name()}},
         },
     }
 
@@ -173,6 +200,15 @@ def spec_schema() -> Schema:
             _url_rule(
                 "uiUrl", rules.UI_URL, "must be an http(s):// URL with a host and no user:password@"
             ),
+            {
+                # model.primehub_group_volume: project-<group lower-cased, _ as ->
+                "rule": "!has(self.artifactVolume) || !has(self.artifactVolume.groupVolume) || "
+                "!self.artifactVolume.groupVolume || (size(self.group) <= 245 && ('project-' + "
+                f"self.group.lowerAscii().replace('_', '-')).matches({_cel_str(rules.DNS1123)}))",
+                "message": "the group's name gives a claim name (project-<group>) that Kubernetes "
+                "refuses; set claimName and mountPath instead",
+                "fieldPath": ".artifactVolume.groupVolume",
+            },
         ],
         "properties": {
             "group": {
@@ -226,30 +262,8 @@ def spec_schema() -> Schema:
                 "type": "object",
                 "description": "Overrides for the model init container.",
                 "properties": {
-                    "image": _string(1024, min_length=1),
-                    "resources": {
-                        "type": "object",
-                        "properties": {"requests": _quantities(), "limits": _quantities()},
-                    },
+                    **model_init_properties(),
                     "env": _env(),
-                    "volume": {
-                        "type": "object",
-                        "description": "The model volume: an emptyDir of this size, or with a "
-                        "storage class a generic ephemeral volume.",
-                        "properties": {
-                            "size": _string(64, pattern=rules.QUANTITY),
-                            "storageClassName": _string(253, min_length=1),
-                        },
-                    },
-                    "imagePullSecrets": {
-                        "type": "array",
-                        "maxItems": 16,
-                        "items": {
-                            "type": "object",
-                            "required": ["name"],
-                            "properties": {"name": _name()},
-                        },
-                    },
                 },
             },
         },

@@ -16,7 +16,8 @@ from typing import Any
 from webhook import KIND
 from webhook.groups import escape_group
 from webhook.memory import release_free_memory
-from webhook.settings.model import LOGIN_NAMES, MLflowSetting, SettingError, parse_setting
+from webhook.settings.model import MLflowSetting, SettingError, parse_setting
+from webhook.settings.rules import LOGIN_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -10,17 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook import API_GROUP, API_VERSION, KIND
-from webhook.config import QUANTITY, Config
 from webhook.groups import escape_group
-from webhook.settings import rules
+from webhook.settings import rules, schema
+from webhook.settings.crd import spec_schema
+from webhook.settings.rules import LOGIN_NAMES
 
 EnvVar = dict[str, Any]
 EnvFromSource = dict[str, Any]
 
-_ENV_NAME = re.compile(rules.ENV_NAME)
 _DNS1123 = re.compile(rules.DNS1123)
-# Names that form a login by default (config.py): their values come from Secrets only.
-LOGIN_NAMES = Config.tracking_credentials | Config.artifact_credentials
+SPEC_SCHEMA = spec_schema()
 # Set from trackingUri and uiUrl: never from a setting's env.
 OWN_NAMES = ("MLFLOW_TRACKING_URI", "MLFLOW_UI_URL")
 
@@ -87,20 +86,10 @@ class MLflowSetting:
         return escape_group(self.group)
 
 
-def is_unicode(text: str) -> bool:
-    """False for a string with a lone surrogate (JSON's \\ud800 escape makes one): no encoder
-    takes it, so neither a Secret nor a pod could hold it."""
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 class _Checker:
-    """Walks one object's spec and raises SettingError at the first wrong field."""
+    """Raises SettingError at the first wrong field. The CRD's schema (schema.py) has already
+    checked types, names, lengths and fields; what is left are the rules the CRD writes in CEL,
+    each twinned here in the same words."""
 
     def __init__(self, ref: str, secret_names: frozenset[str]) -> None:
         self.ref = ref
@@ -109,22 +98,8 @@ class _Checker:
     def fail(self, path: str, message: str) -> SettingError:
         return SettingError(self.ref, path, message)
 
-    def string(self, value: Any, path: str, *, required: bool = False) -> str | None:
-        if value is None:
-            if required:
-                raise self.fail(path, "required")
-            return None
-        if not isinstance(value, str) or (required and not value.strip()):
-            raise self.fail(path, "must be a non-empty string")
-        if not is_unicode(value):
-            raise self.fail(path, "is not valid Unicode")
-        return value
-
-    def url(self, value: Any, path: str, pattern: str, *, required: bool) -> str | None:
-        text = self.string(value, path, required=required)
-        if text is None:
-            return None
-        if not rules.matches(pattern, text):
+    def url(self, text: str | None, path: str, pattern: str) -> str | None:
+        if text is not None and not rules.matches(pattern, text):
             # The value is not echoed: it may hold a password.
             what = "or databricks[://profile] " if "databricks" in pattern else ""
             raise self.fail(
@@ -132,43 +107,15 @@ class _Checker:
             )
         return text
 
-    def key_ref(self, value: Any, path: str) -> None:
-        if not isinstance(value, dict):
-            raise self.fail(path, "must be an object with name and key")
-        for k in ("name", "key"):
-            if not isinstance(value.get(k), str) or not value[k]:
-                raise self.fail(f"{path}.{k}", "required")
-        if not _DNS1123.match(value["name"]):
-            raise self.fail(f"{path}.name", f"{value['name']!r} is not a valid object name")
-        unknown = set(value) - {"name", "key", "optional"}
-        if unknown:
-            raise self.fail(path, f"unknown fields {sorted(unknown)}")
-
-    def env(self, value: Any, path: str) -> tuple[EnvVar, ...]:
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            raise self.fail(path, "must be a list of EnvVar")
-        out: list[EnvVar] = []
-        for i, item in enumerate(value):
+    def env(self, value: list[EnvVar] | None, path: str) -> tuple[EnvVar, ...]:
+        for i, item in enumerate(value or ()):
             where = f"{path}[{i}]"
-            if not isinstance(item, dict):
-                raise self.fail(where, "must be an EnvVar object")
-            name = item.get("name")
-            if not isinstance(name, str) or not _ENV_NAME.match(name):
-                raise self.fail(
-                    f"{where}.name", f"{name!r} is not a valid environment variable name"
-                )
+            name = item["name"]
             if name in OWN_NAMES:
                 raise self.fail(f"{where}.name", f"{name} comes from trackingUri/uiUrl, not env")
-            unknown = set(item) - {"name", "value", "valueFrom"}
-            if unknown:
-                raise self.fail(where, f"unknown fields {sorted(unknown)}")
-            if ("value" in item) == ("valueFrom" in item):
+            if (item.get("value") is None) == (item.get("valueFrom") is None):
                 raise self.fail(where, "needs exactly one of value or valueFrom")
-            if "value" in item:
-                if not isinstance(item["value"], str):
-                    raise self.fail(f"{where}.value", "must be a string")
+            if item.get("value") is not None:
                 if name in self.secret_names or rules.matches(rules.CREDENTIAL_NAME, name):
                     raise self.fail(
                         f"{where}.value",
@@ -181,38 +128,22 @@ class _Checker:
                         f"{name} holds a URL with user:password@: put the credentials in a Secret",
                     )
             else:
-                source = item["valueFrom"]
-                if (
-                    not isinstance(source, dict)
-                    or len(source) != 1
-                    or not (set(source) <= {"secretKeyRef", "configMapKeyRef"})
-                ):
-                    raise self.fail(
-                        f"{where}.valueFrom", "needs exactly one of secretKeyRef or configMapKeyRef"
-                    )
-                ((kind, ref),) = source.items()
-                self.key_ref(ref, f"{where}.valueFrom.{kind}")
-            out.append(item)
-        return tuple(out)
-
-    def env_from(self, value: Any, path: str) -> tuple[EnvFromSource, ...]:
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            raise self.fail(path, "must be a list of EnvFromSource")
-        for i, item in enumerate(value):
-            where = f"{path}[{i}]"
-            if not isinstance(item, dict):
-                raise self.fail(where, "must be an EnvFromSource object")
-            refs = [k for k in ("secretRef", "configMapRef") if k in item]
-            if len(refs) != 1 or set(item) - {"secretRef", "configMapRef", "prefix"}:
-                raise self.fail(
-                    where, "needs exactly one of secretRef or configMapRef (and prefix)"
+                self.one_of(
+                    item["valueFrom"], f"{where}.valueFrom", "secretKeyRef", "configMapKeyRef"
                 )
-            ref = item[refs[0]]
-            if not isinstance(ref, dict) or not _DNS1123.match(str(ref.get("name", ""))):
-                raise self.fail(f"{where}.{refs[0]}.name", "must be a valid object name")
-        return tuple(value)
+        return tuple(schema.pruned(item) for item in value or ())
+
+    def env_from(self, value: list[EnvFromSource] | None, path: str) -> tuple[EnvFromSource, ...]:
+        for i, item in enumerate(value or ()):
+            self.one_of(item, f"{path}[{i}]", "secretRef", "configMapRef")
+        return tuple(schema.pruned(item) for item in value or ())
+
+    def one_of(self, value: dict[str, Any], path: str, *names: str) -> str:
+        """The one of `names` that `value` holds (CEL: `has(self.a) != has(self.b)`)."""
+        held = [n for n in names if value.get(n) is not None]
+        if len(held) != 1:
+            raise self.fail(path, f"needs exactly one of {' or '.join(names)}")
+        return held[0]
 
 
 def primehub_group_volume(group: str) -> tuple[str, str]:
@@ -222,58 +153,55 @@ def primehub_group_volume(group: str) -> tuple[str, str]:
     return f"project-{g}", f"/project/{g}"
 
 
-def _artifact_volume(c: _Checker, av: Any, group: str | None) -> ArtifactVolume | None:
+def _artifact_volume(c: _Checker, av: dict[str, Any] | None, group: str) -> ArtifactVolume | None:
     if av is None:
         return None
     where = "spec.artifactVolume"
-    if not isinstance(av, dict) or set(av) - {"claimName", "mountPath", "groupVolume"}:
-        raise c.fail(where, "must be {groupVolume: true} or {claimName, mountPath}")
+    claim, mount = av.get("claimName"), av.get("mountPath")
     if av.get("groupVolume") is not None:
-        if av["groupVolume"] is not True or set(av) != {"groupVolume"}:
-            raise c.fail(
-                where, "groupVolume: true stands alone (claim and path come from the group)"
-            )
-        assert group is not None
+        if av["groupVolume"] is not True or claim is not None or mount is not None:
+            raise c.fail(where, "must be {groupVolume: true} alone, or claimName and mountPath")
         derived, path = primehub_group_volume(group)
-        if not _DNS1123.match(derived):
+        if len(derived) > 253 or not _DNS1123.match(derived):
             raise c.fail(
                 f"{where}.groupVolume",
                 f"group {group!r} gives the claim name {derived!r}, which Kubernetes refuses; "
                 "set claimName and mountPath instead",
             )
         return ArtifactVolume(derived, path)
-    claim = c.string(av.get("claimName"), f"{where}.claimName", required=True)
-    mount = c.string(av.get("mountPath"), f"{where}.mountPath", required=True)
-    assert claim is not None and mount is not None
-    if not _DNS1123.match(claim):
-        raise c.fail(f"{where}.claimName", f"{claim!r} is not a valid claim name")
-    if not mount.startswith("/"):
-        raise c.fail(f"{where}.mountPath", f"{mount!r} is not an absolute path")
+    if claim is None or mount is None:
+        raise c.fail(where, "must be {groupVolume: true} alone, or claimName and mountPath")
     return ArtifactVolume(claim, mount.rstrip("/") or "/")
 
 
-def _ca_bundle(c: _Checker, value: Any) -> CaBundle | None:
+def _ca_bundle(c: _Checker, value: dict[str, Any] | None) -> CaBundle | None:
     if value is None:
         return None
-    where = "spec.caBundle"
-    if (
-        not isinstance(value, dict)
-        or len(value) != 1
-        or not (set(value) <= {"configMapKeyRef", "secretKeyRef"})
-    ):
-        raise c.fail(where, "needs exactly one of configMapKeyRef or secretKeyRef")
-    ((kind, ref),) = value.items()
-    c.key_ref(ref, f"{where}.{kind}")
-    if set(ref) - {"name", "key"}:
-        raise c.fail(f"{where}.{kind}", "may hold only name and key")
+    kind = c.one_of(value, "spec.caBundle", "configMapKeyRef", "secretKeyRef")
+    ref = value[kind]
     return CaBundle("configMap" if kind == "configMapKeyRef" else "secret", ref["name"], ref["key"])
+
+
+def _model_init(c: _Checker, mi: dict[str, Any] | None) -> ModelInitOverride:
+    if mi is None:
+        return NO_OVERRIDE
+    volume = mi.get("volume") or {}
+    return ModelInitOverride(
+        image=mi.get("image"),
+        resources=schema.pruned(mi["resources"]) if mi.get("resources") is not None else None,
+        env=c.env(mi.get("env"), "spec.modelInit.env"),
+        volume_size=volume.get("size"),
+        storage_class=volume.get("storageClassName"),
+        image_pull_secrets=tuple(p["name"] for p in mi.get("imagePullSecrets") or ()),
+    )
 
 
 def parse_setting(
     obj: Any, default_namespace: str, secret_names: frozenset[str] = LOGIN_NAMES
 ) -> MLflowSetting:
-    """Validates one MLflowSetting object (as YAML or the API gives it). `secret_names`: the
-    configured login names, whose values must come from Secrets."""
+    """Validates one MLflowSetting object (as YAML or the API gives it): the CRD's schema, then
+    its CEL rules. `secret_names`: the configured login names, whose values must come from
+    Secrets."""
     if not isinstance(obj, dict):
         raise SettingError("?", "(object)", "expected a mapping")
     meta = obj.get("metadata")
@@ -288,74 +216,31 @@ def parse_setting(
     if not name or not _DNS1123.match(name):
         raise c.fail("metadata.name", "required, a lowercase DNS-1123 name")
     spec = obj.get("spec")
-    if not isinstance(spec, dict):
+    if spec is None:
         raise c.fail("spec", "required")
-    known = {
-        "group",
-        "trackingUri",
-        "uiUrl",
-        "trackingEnv",
-        "trackingEnvFrom",
-        "artifactEnv",
-        "artifactEnvFrom",
-        "artifactVolume",
-        "modelInit",
-        "caBundle",
-    }
-    if set(spec) - known:
-        raise c.fail("spec", f"unknown fields {sorted(set(spec) - known)}")
-    group = c.string(spec.get("group"), "spec.group", required=True)
-    tracking_uri = c.url(
-        spec.get("trackingUri"), "spec.trackingUri", rules.TRACKING_URI, required=True
-    )
-    ui_url = c.url(spec.get("uiUrl"), "spec.uiUrl", rules.UI_URL, required=False)
+    try:
+        schema.check(spec, SPEC_SCHEMA, "spec")
+    except schema.SchemaProblem as problem:
+        raise c.fail(problem.path, str(problem)) from None
+    group: str = spec["group"]
+    if not rules.matches(rules.NOT_BLANK, group):
+        raise c.fail("spec.group", "must not be blank")
+    tracking_uri = c.url(spec["trackingUri"], "spec.trackingUri", rules.TRACKING_URI)
+    ui_url = c.url(spec.get("uiUrl"), "spec.uiUrl", rules.UI_URL)
     tracking_env = c.env(spec.get("trackingEnv"), "spec.trackingEnv")
     artifact_env = c.env(spec.get("artifactEnv"), "spec.artifactEnv")
-    seen: set[str] = set()
-    for path, env in (("spec.trackingEnv", tracking_env), ("spec.artifactEnv", artifact_env)):
-        for i, item in enumerate(env):
-            if item["name"] in seen:
-                raise c.fail(f"{path}[{i}].name", f"{item['name']} is set twice")
-            seen.add(item["name"])
-    volume = _artifact_volume(c, spec.get("artifactVolume"), group)
-    model_init = NO_OVERRIDE
-    if spec.get("modelInit") is not None:
-        mi = spec["modelInit"]
-        fields = {"image", "resources", "env", "volume", "imagePullSecrets"}
-        if not isinstance(mi, dict) or set(mi) - fields:
-            raise c.fail("spec.modelInit", f"may hold only {', '.join(sorted(fields))}")
-        resources = mi.get("resources")
-        if resources is not None and (
-            not isinstance(resources, dict) or set(resources) - {"requests", "limits"}
-        ):
-            raise c.fail("spec.modelInit.resources", "may hold only requests and limits")
-        model_volume = mi.get("volume") or {}
-        if not isinstance(model_volume, dict) or set(model_volume) - {"size", "storageClassName"}:
-            raise c.fail("spec.modelInit.volume", "may hold only size and storageClassName")
-        size = c.string(model_volume.get("size"), "spec.modelInit.volume.size")
-        if size is not None and not QUANTITY.match(size):
-            raise c.fail("spec.modelInit.volume.size", f"{size!r} is not a quantity like 20Gi")
-        pull = mi.get("imagePullSecrets") or []
-        if not isinstance(pull, list) or not all(
-            isinstance(p, dict) and set(p) == {"name"} and _DNS1123.match(str(p["name"]))
-            for p in pull
-        ):
-            raise c.fail("spec.modelInit.imagePullSecrets", "must be a list of {name: <Secret>}")
-        model_init = ModelInitOverride(
-            image=c.string(mi.get("image"), "spec.modelInit.image"),
-            resources=resources,
-            env=c.env(mi.get("env"), "spec.modelInit.env"),
-            volume_size=size,
-            storage_class=c.string(
-                model_volume.get("storageClassName"), "spec.modelInit.volume.storageClassName"
-            ),
-            image_pull_secrets=tuple(p["name"] for p in pull),
-        )
+    tracking_names = {e["name"] for e in tracking_env}
+    for i, item in enumerate(artifact_env):
+        if item["name"] in tracking_names:
+            raise c.fail(
+                f"spec.artifactEnv[{i}].name",
+                "a variable may be set in trackingEnv or artifactEnv, not both",
+            )
     ca_bundle = _ca_bundle(c, spec.get("caBundle"))
     insecure = [e for e in tracking_env if e["name"] == "MLFLOW_TRACKING_INSECURE_TLS"]
     if ca_bundle is not None and insecure and insecure[0].get("value", "").lower() == "true":
         raise c.fail("spec.caBundle", "MLFLOW_TRACKING_INSECURE_TLS=true and a CA bundle conflict")
-    assert group is not None and tracking_uri is not None
+    assert tracking_uri is not None
     return MLflowSetting(
         namespace=namespace,
         name=name,
@@ -366,7 +251,7 @@ def parse_setting(
         tracking_env_from=c.env_from(spec.get("trackingEnvFrom"), "spec.trackingEnvFrom"),
         artifact_env=artifact_env,
         artifact_env_from=c.env_from(spec.get("artifactEnvFrom"), "spec.artifactEnvFrom"),
-        artifact_volume=volume,
-        model_init=model_init,
+        artifact_volume=_artifact_volume(c, spec.get("artifactVolume"), group),
+        model_init=_model_init(c, spec.get("modelInit")),
         ca_bundle=ca_bundle,
     )

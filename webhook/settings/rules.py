@@ -19,6 +19,27 @@ DNS1123 = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 NOT_BLANK = r"\S"
 # A Kubernetes storage quantity: 10Gi, 500M, 1.5Ti.
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+# A container's resource quantity, as a pod takes it (k8s.io/apimachinery resource.Quantity,
+# not negative): 500m, 0.5, 2Gi, 1e3.
+RESOURCE_QUANTITY = (
+    r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
+)
+
+
+# Names that form one login by default (config.py may add more): a container setting any of them
+# gets none of the setting's, and a setting may give them only from Secrets.
+TRACKING_LOGIN = frozenset(
+    {
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_TRACKING_TOKEN",
+        "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+    }
+)
+ARTIFACT_LOGIN = frozenset(
+    {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"}
+)
+LOGIN_NAMES = TRACKING_LOGIN | ARTIFACT_LOGIN
 
 
 def matches(pattern: str, text: str) -> bool:
