@@ -119,5 +119,13 @@ def classify(pod: dict[str, Any], config: Config) -> Target | None:
             return Target(kind, "", "", f"its label {label} is not a valid label value")
         if plain:
             return Target(kind, escape_group(value), value)
+        if not value.startswith("escaped-"):  # no setting's key looks otherwise (groups.py)
+            return Target(
+                kind,
+                "",
+                value,
+                f"its label {label} is {value!r}, not a group name as PrimeHub writes it "
+                f"(escaped-...); a plain group name goes in {config.group_label}",
+            )
         return Target(kind, value, group_name(value))
     return Target(kind, "", "")

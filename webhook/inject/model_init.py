@@ -52,10 +52,14 @@ def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) 
     annotations = pod["metadata"].get("annotations") or {}
     inits: list[dict[str, Any]] = spec.get("initContainers") or []
     containers: list[dict[str, Any]] = spec.get("containers") or []
+    if any(c["name"] == INIT_CONTAINER for c in containers):
+        raise Denied(
+            f"container {INIT_CONTAINER!r} has the name of the init container this webhook adds "
+            "(a pod's container names must differ): rename it"
+        )
     ours = next((c for c in inits if c["name"] == INIT_CONTAINER), None)
     if ours is not None:  # reinvoked: a container added after us needs the model too
-        dest = _copies_into(ours)
-        volume = str((mount_at(ours, dest) or {}).get("name", ""))
+        dest, volume = _copies_into(ours)
         _mount_model(containers, volume, dest)
         return []
     taken = primehub_initializer(pod)
@@ -91,23 +95,27 @@ def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) 
     return warnings
 
 
-def _copies_into(container: dict[str, Any]) -> str:
-    """Where our init container (from an earlier call) copies the model; Denied for another
-    container that only has its name."""
+def _copies_into(container: dict[str, Any]) -> tuple[str, str]:
+    """Where our init container (from an earlier call) copies the model, and the volume it
+    mounts there; Denied for another container that only has its name."""
     command = container.get("command") or []
-    if len(command) != 4 or command[:2] != COMMAND:
+    dest = norm(str(command[3])) if len(command) == 4 else ""
+    found = mount_at(container, dest) if dest.startswith("/") else None
+    if command[:2] != COMMAND or found is None or not is_exactly(found, found["name"]):
         raise Denied(
             f"init container {INIT_CONTAINER!r} is not the one this webhook adds (its command "
-            f"is not `{' '.join(COMMAND)} URI FOLDER`): rename it"
+            f"is not `{' '.join(COMMAND)} URI FOLDER` with a volume mounted whole at FOLDER): "
+            "rename it"
         )
-    return str(command[3])
+    return dest, str(found["name"])
 
 
 def _emptydir_mount(spec: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
-    """PrimeHub's model volume: the emptyDir its initializer writes (`model-storage`)."""
+    """PrimeHub's model volume: the emptyDir its initializer writes (`model-storage`), mounted
+    whole at an absolute path (the copier's folder, which finds it again on reinvocation)."""
     empty = {v["name"] for v in spec.get("volumes") or [] if "emptyDir" in v}
     for m in container.get("volumeMounts") or []:
-        if m["name"] in empty and not m.get("subPath"):
+        if m["name"] in empty and is_exactly(m, m["name"]) and norm(m["mountPath"]).startswith("/"):
             return dict(m)
     raise Denied(f"PrimeHub's {container['name']} mounts no emptyDir for the model")
 
