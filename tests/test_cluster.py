@@ -38,13 +38,14 @@ from tests.test_fuzz import edit as fuzz_edit
 from webhook.config import Config
 from webhook.kube import ApiError
 from webhook.mutation import decide
-from webhook.pods import route
+from webhook.pods import Route, route
 from webhook.settings.crd import render
 from webhook.settings.model import SettingError, parse_setting
 from webhook.tls import make_ca, make_serving_cert, write_atomic
 from webhook.webhookconfig import webhook_configuration
 
 pytestmark = pytest.mark.cluster
+GOLDEN_PODS = [load_case(path)["pod"] for path in GOLDEN_CASES]
 
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +181,7 @@ def test_a_pod_the_api_server_takes_it_still_takes_once_injected(installed: Inst
     cp = installed.cp
     cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": "plain"}})
     index, config = golden_index(), Config()
-    cases = [load_case(path) for path in GOLDEN_CASES]
+    cases = [load_case(path) for path in GOLDEN_CASES]  # with their namespaces
     rng = random.Random(FUZZ_SEED)
     counts = {"taken": 0, "mutated": 0}
     refused = []
@@ -675,7 +676,8 @@ def test_the_api_server_routes_pods_as_the_webhook_would(installed: Installed) -
     """The generated configuration's CEL routes each pod to the entry `pods.route` names: a
     copy for one namespace, pointed at an address where nothing listens and with Fail on both
     entries, makes the API server name the entry it chose in its error (or admit the pod when it
-    sends it nowhere)."""
+    sends it nowhere). The table's pods, then 1,500 made from the golden ones by random edits
+    (tests/test_fuzz.py) that the API server can decode."""
     namespace = "routing"
     config = webhook_configuration(Config())
     config["metadata"]["name"] = "mlflow-webhook-routing"
@@ -706,6 +708,29 @@ def test_the_api_server_routes_pods_as_the_webhook_would(installed: Installed) -
                 assert f'failed calling webhook "{expected.value}.mlflow.primehub.io"' in (
                     reply.json().get("message", "")
                 ), (what, expected, reply.text)
+        rng = random.Random(FUZZ_SEED)
+        quiet = {"namespace": "plain"}  # no webhook is called there
+        installed.cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": "plain"}})
+        chosen: dict[str | None, int] = {}
+        misrouted = []
+        for n in range(1500):
+            pod = copy.deepcopy(rng.choice(GOLDEN_PODS))
+            for _ in range(rng.choice((1, 1, 2))):
+                pod = fuzz_edit(pod, rng)
+            if not isinstance(pod, dict) or not isinstance(pod.get("metadata"), dict):
+                continue
+            pod["metadata"] |= {"name": f"routed-{n}", "namespace": namespace}
+            decoded = installed.create(pod | {"metadata": pod["metadata"] | quiet}, "plain", True)
+            if decoded.status_code != 201:  # not a pod the API server takes at all
+                continue
+            expected = route(decoded.json(), Config())  # what CEL sees: decoded and defaulted
+            message = installed.create(pod, namespace, dry_run=True).json().get("message", "")
+            got = next((r for r in Route if f'webhook "{r.value}.mlflow' in message), None)
+            chosen[got and got.value] = chosen.get(got and got.value, 0) + 1
+            if got != expected:
+                misrouted.append((n, expected, message[:300], json.dumps(pod["metadata"])[:500]))
+        assert misrouted == [], f"FUZZ_SEED={FUZZ_SEED}"
+        assert min(chosen.get(k, 0) for k in (None, "models", "pods")) > 50, chosen
     finally:
         installed.cp.kubectl("delete", "mutatingwebhookconfiguration", "mlflow-webhook-routing")
 
