@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonpatch
 import pytest
 import requests
 import yaml
@@ -29,6 +30,7 @@ from tests.golden import CASES as GOLDEN_CASES
 from tests.golden import golden_index, load_case
 from tests.primehub import deployment_pod
 from tests.procs import free_port, wait_until
+from tests.reviews import pod_review
 from tests.scenarios import scenario_pod
 from tests.settings_table import SECRET, TABLE
 from tests.settings_table import setting as table_setting
@@ -37,8 +39,9 @@ from tests.test_fuzz import SETTINGS as FUZZ_SETTINGS
 from tests.test_fuzz import edit as fuzz_edit
 from webhook.config import Config
 from webhook.kube import ApiError
-from webhook.mutation import decide
+from webhook.metrics import Metrics
 from webhook.pods import Route, route
+from webhook.server import create_app
 from webhook.settings.crd import render
 from webhook.settings.model import SettingError, parse_setting
 from webhook.tls import make_ca, make_serving_cert, write_atomic
@@ -172,15 +175,15 @@ def test_generated_settings_get_one_verdict_from_the_api_server_and_the_parser(
 
 def test_a_pod_the_api_server_takes_it_still_takes_once_injected(installed: Installed) -> None:
     """Pods made from the golden ones by random edits (tests/test_fuzz.py). Each one the API
-    server takes on its own (a dry run where no webhook is called) is mutated by the rules with
-    the golden settings, from the very object the API server decoded and defaulted (what a
-    webhook is sent); the API server must take the mutated pod too. Before, it refused a few
+    server takes on its own (a dry run where no webhook is called) is sent to /mutate with the
+    golden settings as the very object the API server decoded and defaulted (what a webhook is
+    sent); the API server must take the patched pod too. Before, it refused a few
     in 4,000: a pod with a container named like our init container (two containers of one
     name), and a copier init container written by hand with no volume at its folder (we
     mounted a volume with no name)."""
     cp = installed.cp
     cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": "plain"}})
-    index, config = golden_index(), Config()
+    client = create_app(golden_index(), Config(), None, Metrics()).test_client()
     cases = [load_case(path) for path in GOLDEN_CASES]  # with their namespaces
     rng = random.Random(FUZZ_SEED)
     counts = {"taken": 0, "mutated": 0}
@@ -198,11 +201,13 @@ def test_a_pod_the_api_server_takes_it_still_takes_once_injected(installed: Inst
             continue
         counts["taken"] += 1
         sent = reply.json()
-        decision = decide(copy.deepcopy(sent), case["namespace"], index, config)
-        if decision.pod is None:
+        review = pod_review(sent, uid=f"u-{n}", namespace=case["namespace"])
+        answer = client.post("/mutate", json=review).get_json()["response"]
+        if "patch" not in answer:
             continue
         counts["mutated"] += 1
-        again = cp.request("POST", "/api/v1/namespaces/plain/pods", decision.pod, dryRun="All")
+        patched = jsonpatch.apply_patch(sent, json.loads(base64.b64decode(answer["patch"])))
+        again = cp.request("POST", "/api/v1/namespaces/plain/pods", patched, dryRun="All")
         if again.status_code != 201:
             refused.append((n, again.json().get("message"), json.dumps(sent)[:2000]))
     assert refused == [], f"FUZZ_SEED={FUZZ_SEED}"
