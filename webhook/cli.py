@@ -294,11 +294,13 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("pod", type=Path)
     v.set_defaults(func=_preview)
 
-    c = sub.add_parser("copy-artifacts", help="copy a registered model version into a folder")
+    c = sub.add_parser(
+        "copy-artifacts", help="copy a registered model version (or a logged model) into a folder"
+    )
     c.add_argument(
         "model_uri",
-        help="models:/<name>/<version>, models:/<name>@<alias>, "
-        "models:/<name>/<stage> or models:/<name>/latest (name may be URL-encoded)",
+        help="models:/<name>/<version>, models:/<name>@<alias>, models:/<name>/<stage>, "
+        "models:/<name>/latest (name may be URL-encoded) or models:/m-<logged model id>",
     )
     c.add_argument("dest", type=Path)
     c.add_argument(

@@ -8,6 +8,8 @@ from urllib.parse import quote, unquote
 
 _VERSION = re.compile(r"^[0-9]+$")
 _MODEL_ID = re.compile(r"^m-[0-9a-f]{1,64}$")  # MLflow 3 logged models: m-<hex id>
+# What MLflow's registry takes as an alias (mlflow.utils.validation, since aliases exist).
+_ALIAS = re.compile(r"^[\w-]{1,255}$")
 _STAGES = {"none": "None", "staging": "Staging", "production": "Production", "archived": "Archived"}
 
 
@@ -84,6 +86,11 @@ def parse_model_uri(text: str) -> ModelUri:
         )
     raw_name, at, alias = rest.rpartition("@")
     if at and raw_name and alias:
+        if not _ALIAS.match(unquote(alias)):
+            raise ModelUriError(
+                f"{_show(text)}: alias {_show(unquote(alias))} is not one MLflow takes "
+                "(letters, digits, '_' and '-')"
+            )
         return ModelUri(unquote(raw_name), alias=unquote(alias))
     if not at and _MODEL_ID.match(rest):  # as MLflow reads a single segment: a logged model
         return ModelUri("", model_id=rest)
