@@ -83,6 +83,33 @@ TABLE: list[tuple[dict[str, Any], str | None]] = [
         "spec.modelInit.env[0]",
     ),
     ({"tackingUri": "typo"}, "spec"),
+    # Each of these, accepted before, made every pod of the group one the API server refuses.
+    (
+        {
+            "trackingEnv": [
+                {"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "a/b"}}}
+            ]
+        },
+        "spec.trackingEnv[0].valueFrom.secretKeyRef.key",
+    ),
+    ({"caBundle": {"secretKeyRef": {"name": "ca", "key": ".."}}}, "spec.caBundle.secretKeyRef.key"),
+    ({"caBundle": {"secretKeyRef": {"name": "ca", "key": ".ca.crt"}}}, None),
+    (
+        {"modelInit": {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1500m"}}}},
+        "spec.modelInit.resources",
+    ),
+    (
+        {"modelInit": {"resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "1e9"}}}},
+        "spec.modelInit.resources",
+    ),
+    (
+        {"modelInit": {"resources": {"requests": {"memory": "1G"}, "limits": {"memory": "1Gi"}}}},
+        None,
+    ),
+    ({"modelInit": {"resources": {"limits": {"cpu": "1e999"}}}}, "spec.modelInit.resources"),
+    ({"modelInit": {"resources": {"limits": {"memory": "512MB"}}}}, "spec.modelInit.resources"),
+    ({"modelInit": {"volume": {"storageClassName": "Fast_SSD"}}}, "spec.modelInit.volume"),
+    ({"modelInit": {"image": " registry/mlflow-webhook:1"}}, "spec.modelInit.image"),
     ({"caBundle": {"configMapKeyRef": {"name": "corp-ca", "key": "ca.crt"}}}, None),
     ({"caBundle": {"secretKeyRef": {"name": "corp-ca", "key": "ca.crt"}}}, None),
     (

@@ -43,6 +43,7 @@ from webhook.metrics import Metrics
 from webhook.pods import Route, route
 from webhook.server import create_app
 from webhook.settings.crd import render
+from webhook.settings.index import SettingsIndex
 from webhook.settings.model import SettingError, parse_setting
 from webhook.tls import make_ca, make_serving_cert, write_atomic
 from webhook.webhookconfig import webhook_configuration
@@ -212,6 +213,55 @@ def test_a_pod_the_api_server_takes_it_still_takes_once_injected(installed: Inst
             refused.append((n, again.json().get("message"), json.dumps(sent)[:2000]))
     assert refused == [], f"FUZZ_SEED={FUZZ_SEED}"
     assert counts["taken"] > 600 and counts["mutated"] > 300, counts
+
+
+def test_a_setting_the_judges_accept_makes_no_pod_of_its_group_one_the_api_server_refuses(
+    installed: Installed,
+) -> None:
+    """Settings made from the golden and example ones by random edits; each the parser accepts
+    is the only setting of an index, and a notebook, a job and two model deployments of its
+    group (golden pods) get their answer from /mutate; the API server must take every patched
+    pod. Before, settings the CRD and the parser both accepted made every pod of the group one
+    the API server refuses: a secretKeyRef key that no Secret can have ('a/b'), a request above
+    its limit, a storage class that is not a name, an image with a space."""
+    cp = installed.cp
+    cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": "plain"}})
+    names = ("notebook-external", "job-group-volume", "deployment-model")
+    pods = [load_case(p)["pod"] for p in GOLDEN_CASES if p.stem in names]
+    pods.append(deployment_pod("phusers", "models:/iris/3", []))
+    rng = random.Random(FUZZ_SEED)
+    counts = {"settings": 0, "patched": 0}
+    refused = []
+    for n in range(1500):
+        obj = copy.deepcopy(rng.choice(FUZZ_SETTINGS))
+        obj["metadata"] = {"name": f"gen-{n}", "namespace": "hub", "resourceVersion": str(n)}
+        for _ in range(rng.choice((1, 1, 2))):
+            obj["spec"] = fuzz_edit(obj["spec"], rng)
+        try:
+            group = parse_setting(obj, "hub").group
+        except SettingError:
+            continue
+        if not re.fullmatch(r"[A-Za-z0-9]([-\w.]{0,61}[A-Za-z0-9])?", group):
+            continue  # not a label value: no pod can name the group
+        counts["settings"] += 1
+        index = SettingsIndex()
+        index.replace_entries([index.entry(obj)])
+        client = create_app(index, Config(), None, Metrics()).test_client()
+        for pod in copy.deepcopy(pods):
+            pod["metadata"]["labels"].pop("primehub.io/group")
+            pod["metadata"]["labels"]["mlflow.primehub.io/group"] = group
+            pod["metadata"] |= {"name": f"p-{n}", "namespace": "plain"}
+            sent = cp.request("POST", "/api/v1/namespaces/plain/pods", pod, dryRun="All").json()
+            answer = client.post("/mutate", json=pod_review(sent)).get_json()["response"]
+            if "patch" not in answer:
+                continue
+            counts["patched"] += 1
+            patched = jsonpatch.apply_patch(sent, json.loads(base64.b64decode(answer["patch"])))
+            again = cp.request("POST", "/api/v1/namespaces/plain/pods", patched, dryRun="All")
+            if again.status_code != 201:
+                refused.append((n, again.json().get("message"), json.dumps(obj["spec"])[:1000]))
+    assert refused == [], f"FUZZ_SEED={FUZZ_SEED}"
+    assert counts["settings"] > 200 and counts["patched"] > 600, counts
 
 
 def test_the_network_policy_applies_only_once_the_api_server_range_is_set(

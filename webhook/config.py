@@ -112,6 +112,9 @@ def _model_init(raw: Any) -> ModelInit:
     except schema.SchemaProblem as problem:
         raise ConfigError(f"{problem.path}: {problem}") from None
     raw = schema.pruned(raw)
+    over = rules.request_over_limit(raw.get("resources", {}))
+    if over is not None:
+        raise ConfigError(f"modelInit.resources: the {over} request is above its limit")
     volume = raw.get("volume", {})
     given = {
         "image": raw.get("image"),

@@ -45,7 +45,7 @@ def _name() -> Schema:
 
 
 def _key_ref(*, required_only: bool = False) -> Schema:
-    properties: Schema = {"name": _name(), "key": _string(253, min_length=1)}
+    properties: Schema = {"name": _name(), "key": _string(253, pattern=rules.CONFIG_KEY)}
     if not required_only:
         properties["optional"] = {"type": "boolean"}
     return {"type": "object", "required": ["name", "key"], "properties": properties}
@@ -145,6 +145,7 @@ def _quantities() -> Schema:
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "x-kubernetes-int-or-string": True,
             "pattern": rules.RESOURCE_QUANTITY,
+            "maxLength": 64,
             "minimum": 0,
         },
     }
@@ -153,9 +154,12 @@ def _quantities() -> Schema:
 def model_init_properties() -> Schema:
     """What a setting's `modelInit` and the webhook configuration's both take, in one shape."""
     return {
-        "image": _string(1024, min_length=1),
+        "image": _string(1024, pattern=rules.IMAGE),
         "resources": {
             "type": "object",
+            "x-kubernetes-validations": [
+                _rule(rules.REQUESTS_WITHIN_LIMITS, "a request may not be above its limit")
+            ],
             "properties": {"requests": _quantities(), "limits": _quantities()},
         },
         "volume": {
@@ -164,7 +168,7 @@ def model_init_properties() -> Schema:
             "a generic ephemeral volume.",
             "properties": {
                 "size": _string(64, pattern=rules.QUANTITY),
-                "storageClassName": _string(253, min_length=1),
+                "storageClassName": _name(),
             },
         },
         "imagePullSecrets": {

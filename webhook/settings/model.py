@@ -186,6 +186,9 @@ def _model_init(c: _Checker, mi: dict[str, Any] | None) -> ModelInitOverride:
     if mi is None:
         return NO_OVERRIDE
     volume = mi.get("volume") or {}
+    over = rules.request_over_limit(schema.pruned(mi.get("resources") or {}))
+    if over is not None:
+        raise c.fail("spec.modelInit.resources", f"the {over} request is above its limit")
     return ModelInitOverride(
         image=mi.get("image"),
         resources=schema.pruned(mi["resources"]) if mi.get("resources") is not None else None,

@@ -5,6 +5,7 @@ the common subset of Python's `re` and RE2 (CEL's `matches`)."""
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 # MLFLOW_TRACKING_URI: an http(s) URL with a host and no user:password@, or Databricks (with an
 # optional profile). Credentials travel in Secrets, never in a URI.
@@ -15,14 +16,18 @@ URL_WITH_USERINFO = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/\s]*@"
 # Names whose value is a credential whatever the configuration says.
 CREDENTIAL_NAME = r"(?i)(PASSWORD|PASSWD|TOKEN|SECRET|ACCESS_?KEY|PRIVATE_?KEY|API_?KEY)"
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# A key of a Secret or ConfigMap (k8s.io/apimachinery IsConfigMapKey): not ".", not "..."-led.
+CONFIG_KEY = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$"
 DNS1123 = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 NOT_BLANK = r"\S"
+# A container image reference: no whitespace anywhere (a pod refuses it at either end).
+IMAGE = r"^\S+$"
 # A Kubernetes storage quantity: 10Gi, 500M, 1.5Ti.
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
 # A container's resource quantity, as a pod takes it (k8s.io/apimachinery resource.Quantity,
-# not negative): 500m, 0.5, 2Gi, 1e3.
+# not negative, an exponent of two digits at most): 500m, 0.5, 2Gi, 1e3.
 RESOURCE_QUANTITY = (
-    r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
+    r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]{1,2})?$"
 )
 
 
@@ -45,3 +50,38 @@ LOGIN_NAMES = TRACKING_LOGIN | ARTIFACT_LOGIN
 def matches(pattern: str, text: str) -> bool:
     """As CEL's `matches`: a match anywhere unless the pattern is anchored."""
     return re.search(pattern, text) is not None
+
+
+_SUFFIXES = {
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{s: Decimal(10) ** e for s, e in (("n", -9), ("u", -6), ("m", -3), ("", 0), ("k", 3))},
+    **{s: Decimal(10) ** (3 * (i + 2)) for i, s in enumerate(("M", "G", "T", "P", "E"))},
+}
+
+
+def quantity(value: str | int) -> Decimal:
+    """A quantity matching RESOURCE_QUANTITY (or an int), as a number."""
+    if isinstance(value, int):
+        return Decimal(value)
+    number = re.match(r"^\+?([0-9.]*)", value)
+    assert number is not None
+    digits, suffix = number.group(1), value[number.end() :]
+    if re.match(r"^[eE][+-]?[0-9]+$", suffix):
+        return Decimal(digits) * Decimal(10) ** int(suffix[1:])
+    return Decimal(digits) * _SUFFIXES[suffix]
+
+
+# CEL twin of `request_over_limit` (the CRD's rule on resources).
+REQUESTS_WITHIN_LIMITS = (
+    "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) || "
+    "quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)"
+)
+
+
+def request_over_limit(resources: dict[str, dict[str, str | int]]) -> str | None:
+    """The first resource whose request is above its limit (a pod with it is refused)."""
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    for name, amount in requests.items():
+        if name in limits and quantity(amount) > quantity(limits[name]):
+            return name
+    return None

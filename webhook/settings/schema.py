@@ -26,8 +26,10 @@ Schema = dict[str, Any]
 _PATTERN_WORDS = {
     rules.DNS1123: "is not a valid object name (lowercase letters, digits, '-' and '.')",
     rules.ENV_NAME: "is not a valid environment variable name",
+    rules.CONFIG_KEY: "is not a valid key of a Secret or ConfigMap",
     rules.QUANTITY: "is not a quantity like 20Gi",
     rules.RESOURCE_QUANTITY: "is not a quantity like 500m or 2Gi",
+    rules.IMAGE: "is not an image reference (it holds whitespace)",
     "^/": "is not an absolute path",
 }
 _TYPE_WORDS = {
