@@ -26,6 +26,7 @@ from webhook.inject.mounts import mount_setting_volumes
 from webhook.inject.volumes import add_volume, free_name, is_exactly, mount, mount_at, norm
 from webhook.modeluri import ModelUriError, parse_model_uri
 from webhook.pods import primehub_initializer
+from webhook.settings import rules
 from webhook.settings.model import MLflowSetting
 
 INIT_CONTAINER = "mlflow-model-init"
@@ -206,6 +207,13 @@ def _init_container(
     )
     if ephemeral is not None:
         resources.setdefault("requests", {}).setdefault("ephemeral-storage", ephemeral)
+        if rules.request_over_limit(resources) == "ephemeral-storage":
+            raise Denied(
+                f"the model volume ({ephemeral}) is larger than the init container's "
+                f"ephemeral-storage limit ({resources['limits']['ephemeral-storage']}, "
+                f"modelInit.resources); ask for less with {ANNOTATION_MODEL_VOLUME_SIZE} or raise "
+                "that limit"
+            )
     container: dict[str, Any] = {
         "name": INIT_CONTAINER,
         "image": override.image or defaults.image,
