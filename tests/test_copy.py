@@ -18,6 +18,7 @@ from tests.conftest import Stores
 from tests.procs import free_port, wait_until
 from tests.registry import make_model_dir, register, tree
 from tests.servers import launch_mlflow, wait_mlflow
+from webhook.copier.staging import COMPLETE
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -110,6 +111,54 @@ def test_s3_compatible_store(stores: Stores, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert tree(tmp_path / "m") == expected(stores, "fraud", "1")
     assert "from s3://mlflow/mlruns/" in result.stderr
+
+
+ODD_NAMES = [
+    "a b.txt",
+    "pct%20x.bin",
+    "hash#1.txt",
+    "q?x=1.txt",
+    "plus+sign.txt",
+    "\u00fcn\u00efc\u00f8d\u00e9\u6f22.txt",
+    "-dash.txt",
+    "empty.txt",
+    "sub dir/deep%2F/x.txt",
+    "semi;colon&amp=1.txt",
+    "quote'\".txt",
+    "space at end .txt",
+]
+
+
+@pytest.mark.parametrize("store", ["served", "group", "s3"])
+def test_odd_file_names_are_copied_as_mlflow_itself_downloads_them(
+    stores: Stores, tmp_path: Path, store: str
+) -> None:
+    """Through the artifact proxy, MLflow's upload already stores `hash#1.txt` as `hash` and
+    `pct%20x.bin` as `pct x.bin`: there MLflow's own download is the judge, and the copy must
+    give the model server exactly what MLflow would. S3 and the group volume keep the names as
+    logged, and the copy keeps them too (MLflow's own download from a local artifact root
+    fails on `hash#1.txt`)."""
+    import mlflow
+
+    src = tmp_path / "src"
+    for i, name in enumerate(ODD_NAMES):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(b"" if name == "empty.txt" else b"%d" % i * 10)
+    location = {"served": None, "group": str(stores.group_volume), "s3": "s3://mlflow/mlruns"}
+    name = f"odd-{store}"
+    version = register(stores.mlflow.url, store, location[store], name, src)
+    env = {**stores.mlflow.env, **stores.s3.env}
+    result, _ = copy(f"models:/{name}/{version}", tmp_path / "copy", env)
+    assert result.returncode == 0, result.stderr
+    ours = {k: v for k, v in tree(tmp_path / "copy").items() if k != COMPLETE}
+    if store == "served":
+        mlflow.set_tracking_uri(stores.mlflow.url)
+        uri, into = f"models:/{name}/{version}", str(tmp_path / "mlflow")
+        theirs = tree(Path(mlflow.artifacts.download_artifacts(uri, dst_path=into)))
+    else:
+        theirs = tree(src)
+    assert ours == theirs
+    assert len(ours) == len(ODD_NAMES)
 
 
 def test_a_version_without_artifacts_is_not_a_model(stores: Stores, tmp_path: Path) -> None:
