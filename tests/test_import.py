@@ -147,6 +147,23 @@ def research_with(**mlflow: Any) -> dict[str, Any]:
     return answer
 
 
+def test_a_group_that_cannot_be_imported_is_named_and_fails_the_run(tmp_path: Path) -> None:
+    """The rest is still written (to apply), but a script sees that not everything came over."""
+    answer = json.loads(json.dumps(ANSWER))
+    answer["data"]["groups"][1]["mlflow"]["trackingEnvs"] = [{"name": "..TOKEN", "value": "x"}]
+    f = tmp_path / "answer.json"
+    f.write_text(json.dumps(answer))
+    result = run("--from-file", str(f))
+    assert result.returncode == 1
+    names = [d["metadata"]["name"] for d in yaml.safe_load_all(result.stdout) if d]
+    assert "research-team" in names and "phusers" not in names
+    assert "group phusers: not imported: " in result.stderr
+    assert "'..TOKEN' is not a valid key of a Secret or ConfigMap" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "import-primehub: 1 group(s) with MLflow not imported: phusers"
+    )
+
+
 @pytest.mark.parametrize(
     ("answer", "error"),
     [

@@ -167,6 +167,13 @@ def _import_primehub(args: argparse.Namespace) -> int:
         print(f"import-primehub: {note}", file=sys.stderr)
     if imported.objects:
         yaml.safe_dump_all(imported.objects, sys.stdout, sort_keys=False)
+    if imported.failed:  # the others are written: apply them, then see to these
+        print(
+            f"import-primehub: {len(imported.failed)} group(s) with MLflow not imported: "
+            f"{', '.join(imported.failed)}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -47,6 +47,7 @@ class PrimeHubError(ValueError):
 class Imported:
     objects: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # for stderr: what was skipped and why
+    failed: list[str] = field(default_factory=list)  # groups with MLflow that are not imported
 
 
 def fetch(url: str, token: str, timeout: float = 30) -> Any:
@@ -214,6 +215,7 @@ def _convert_group(
         parse_setting(setting, namespace)
     except SettingError as e:
         out.notes.append(f"group {group}: not imported: {e}")
+        out.failed.append(group)
         return
     if secret:
         out.objects.append(
