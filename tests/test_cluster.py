@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from tests.settings_table import setting as table_setting
 from tests.test_fuzz import SEED as FUZZ_SEED
 from tests.test_fuzz import SETTINGS as FUZZ_SETTINGS
 from tests.test_fuzz import edit as fuzz_edit
-from webhook.config import Config
+from webhook.config import Config, parse_config
 from webhook.kube import ApiError
 from webhook.metrics import Metrics
 from webhook.pods import Route, route
@@ -727,30 +727,70 @@ ROUTED_PODS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def test_the_api_server_routes_pods_as_the_webhook_would(installed: Installed) -> None:
-    """The generated configuration's CEL routes each pod to the entry `pods.route` names: a
-    copy for one namespace, pointed at an address where nothing listens and with Fail on both
-    entries, makes the API server name the entry it chose in its error (or admit the pod when it
-    sends it nowhere). The table's pods, then 1,500 made from the golden ones by random edits
-    (tests/test_fuzz.py) that the API server can decode."""
+@contextlib.contextmanager
+def routing(installed: Installed, config: Config, probe: dict[str, Any]) -> Iterator[str]:
+    """The webhook configuration made from `config`, for one namespace of its own, pointed at
+    an address where nothing listens and with Fail on both entries: the API server names the
+    entry it chose in its error, or admits a pod it sends nowhere. `probe`: a pod it sends."""
     namespace = "routing"
-    config = webhook_configuration(Config())
-    config["metadata"]["name"] = "mlflow-webhook-routing"
-    for hook in config["webhooks"]:
+    hooks = webhook_configuration(config)
+    hooks["metadata"]["name"] = "mlflow-webhook-routing"
+    for hook in hooks["webhooks"]:
         hook["failurePolicy"] = "Fail"
         hook["clientConfig"] = {"url": f"https://127.0.0.1:{free_port()}/mutate"}
         hook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-    assert installed.apply([ns, config]).returncode == 0
+    assert installed.apply([ns, hooks]).returncode == 0
     try:
         wait_until(
-            lambda: (
-                installed.create(scenario_pod("notebook", namespace), namespace, True).status_code
-                == 500
-            ),
+            lambda: installed.create(probe, namespace, True).status_code == 500,
             30,
             "the routing configuration",
         )
+        yield namespace
+    finally:
+        installed.cp.kubectl("delete", "mutatingwebhookconfiguration", "mlflow-webhook-routing")
+
+
+def routed_like_the_rules(
+    installed: Installed,
+    config: Config,
+    namespace: str,
+    relabel: Callable[[dict[str, Any], random.Random], None] = lambda pod, rng: None,
+) -> None:
+    """1,500 pods made from the golden ones by random edits (tests/test_fuzz.py), then
+    `relabel`, each the API server can take: routed by CEL as `pods.route` routes the pod as
+    the API server decoded and defaulted it (what CEL sees)."""
+    rng = random.Random(FUZZ_SEED)
+    quiet = {"namespace": "plain"}  # no webhook is called there
+    installed.cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": "plain"}})
+    chosen: dict[str | None, int] = {}
+    misrouted = []
+    for n in range(1500):
+        pod = copy.deepcopy(rng.choice(GOLDEN_PODS))
+        for _ in range(rng.choice((1, 1, 2))):
+            pod = fuzz_edit(pod, rng)
+        if not isinstance(pod, dict) or not isinstance(pod.get("metadata"), dict):
+            continue
+        relabel(pod, rng)
+        pod["metadata"] |= {"name": f"routed-{n}", "namespace": namespace}
+        decoded = installed.create(pod | {"metadata": pod["metadata"] | quiet}, "plain", True)
+        if decoded.status_code != 201:  # not a pod the API server takes at all
+            continue
+        expected = route(decoded.json(), config)
+        message = installed.create(pod, namespace, dry_run=True).json().get("message", "")
+        got = next((r for r in Route if f'webhook "{r.value}.mlflow' in message), None)
+        chosen[got and got.value] = chosen.get(got and got.value, 0) + 1
+        if got != expected:
+            misrouted.append((n, expected, message[:300], json.dumps(pod["metadata"])[:500]))
+    assert misrouted == [], f"FUZZ_SEED={FUZZ_SEED}"
+    assert min(chosen.get(k, 0) for k in (None, "models", "pods")) > 50, chosen
+
+
+def test_the_api_server_routes_pods_as_the_webhook_would(installed: Installed) -> None:
+    """The generated configuration's CEL routes each pod to the entry `pods.route` names: the
+    table's pods, then generated ones."""
+    with routing(installed, Config(), scenario_pod("notebook", "routing")) as namespace:
         for what, pod in ROUTED_PODS:
             pod = {**pod, "metadata": {**pod["metadata"], "generateName": "routed-"}}
             pod["metadata"].pop("name", None)
@@ -763,31 +803,37 @@ def test_the_api_server_routes_pods_as_the_webhook_would(installed: Installed) -
                 assert f'failed calling webhook "{expected.value}.mlflow.primehub.io"' in (
                     reply.json().get("message", "")
                 ), (what, expected, reply.text)
-        rng = random.Random(FUZZ_SEED)
-        quiet = {"namespace": "plain"}  # no webhook is called there
-        installed.cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": "plain"}})
-        chosen: dict[str | None, int] = {}
-        misrouted = []
-        for n in range(1500):
-            pod = copy.deepcopy(rng.choice(GOLDEN_PODS))
-            for _ in range(rng.choice((1, 1, 2))):
-                pod = fuzz_edit(pod, rng)
-            if not isinstance(pod, dict) or not isinstance(pod.get("metadata"), dict):
-                continue
-            pod["metadata"] |= {"name": f"routed-{n}", "namespace": namespace}
-            decoded = installed.create(pod | {"metadata": pod["metadata"] | quiet}, "plain", True)
-            if decoded.status_code != 201:  # not a pod the API server takes at all
-                continue
-            expected = route(decoded.json(), Config())  # what CEL sees: decoded and defaulted
-            message = installed.create(pod, namespace, dry_run=True).json().get("message", "")
-            got = next((r for r in Route if f'webhook "{r.value}.mlflow' in message), None)
-            chosen[got and got.value] = chosen.get(got and got.value, 0) + 1
-            if got != expected:
-                misrouted.append((n, expected, message[:300], json.dumps(pod["metadata"])[:500]))
-        assert misrouted == [], f"FUZZ_SEED={FUZZ_SEED}"
-        assert min(chosen.get(k, 0) for k in (None, "models", "pods")) > 50, chosen
-    finally:
-        installed.cp.kubectl("delete", "mutatingwebhookconfiguration", "mlflow-webhook-routing")
+        routed_like_the_rules(installed, Config(), namespace)
+
+
+def test_a_configuration_of_its_own_routes_as_its_rules_do(installed: Installed) -> None:
+    """Other group labels and an exclusion of two labels (both must match) in the configuration:
+    the CEL made from it routes generated pods, relabelled, as `pods.route` does with it."""
+    config = parse_config(
+        {
+            "labels": {"escapedGroup": "example.com/team", "group": "example.com/group-name"},
+            "podKinds": {"exclude": [{"app": "primehub-app"}, {"tier": "system", "app": "infra"}]},
+        }
+    )
+    renamed = {
+        "primehub.io/group": "example.com/team",
+        "mlflow.primehub.io/group": "example.com/group-name",
+    }
+
+    def relabel(pod: dict[str, Any], rng: random.Random) -> None:
+        labels = pod["metadata"].get("labels")
+        if not isinstance(labels, dict):
+            return
+        for old, new in renamed.items():
+            if old in labels and rng.random() < 0.8:
+                labels[new] = labels.pop(old)
+        if rng.random() < 0.3:
+            labels |= rng.choice([{"tier": "system", "app": "infra"}, {"tier": "system"}])
+
+    probe = scenario_pod("notebook", "routing")
+    probe["metadata"]["labels"] = {"example.com/team": "escaped-phusers"}
+    with routing(installed, config, probe) as namespace:
+        routed_like_the_rules(installed, config, namespace, relabel)
 
 
 def test_kubectl_server_dry_run_shows_the_mutation(installed: Installed) -> None:
