@@ -24,6 +24,7 @@ import requests
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from flask.testing import FlaskClient
 
 from tests.cluster import EXAMPLES, ROOT, ControlPlane, Installed, pod_file
 from tests.golden import CASES as GOLDEN_CASES
@@ -174,7 +175,27 @@ def test_generated_settings_get_one_verdict_from_the_api_server_and_the_parser(
     assert min(verdicts.values()) > 300, verdicts  # both sides reached
 
 
-def test_a_pod_the_api_server_takes_it_still_takes_once_injected(installed: Installed) -> None:
+QUIET = "plain"  # a namespace where no webhook is called
+
+
+@pytest.fixture(scope="module")
+def quiet(installed: Installed) -> str:
+    installed.cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": QUIET}})
+    return QUIET
+
+
+def patched_by_mutate(client: FlaskClient, sent: dict[str, Any], namespace: str) -> Any:
+    """`sent` as /mutate's answer leaves it, or None when the answer has no patch."""
+    review = pod_review(sent, namespace=namespace)
+    answer = client.post("/mutate", json=review).get_json()["response"]
+    if "patch" not in answer:
+        return None
+    return jsonpatch.apply_patch(sent, json.loads(base64.b64decode(answer["patch"])))
+
+
+def test_a_pod_the_api_server_takes_it_still_takes_once_injected(
+    installed: Installed, quiet: str
+) -> None:
     """Pods made from the golden ones by random edits (tests/test_fuzz.py). Each one the API
     server takes on its own (a dry run where no webhook is called) is sent to /mutate with the
     golden settings as the very object the API server decoded and defaulted (what a webhook is
@@ -182,8 +203,6 @@ def test_a_pod_the_api_server_takes_it_still_takes_once_injected(installed: Inst
     in 4,000: a pod with a container named like our init container (two containers of one
     name), and a copier init container written by hand with no volume at its folder (we
     mounted a volume with no name)."""
-    cp = installed.cp
-    cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": "plain"}})
     client = create_app(golden_index(), Config(), None, Metrics()).test_client()
     cases = [load_case(path) for path in GOLDEN_CASES]  # with their namespaces
     rng = random.Random(FUZZ_SEED)
@@ -196,19 +215,17 @@ def test_a_pod_the_api_server_takes_it_still_takes_once_injected(installed: Inst
             pod = fuzz_edit(pod, rng)
         if not isinstance(pod, dict) or not isinstance(pod.get("metadata"), dict):
             continue
-        pod["metadata"] |= {"name": f"p-{n}", "namespace": "plain"}
-        reply = cp.request("POST", "/api/v1/namespaces/plain/pods", pod, dryRun="All")
+        pod["metadata"] |= {"name": f"p-{n}", "namespace": quiet}
+        reply = installed.create(pod, quiet, dry_run=True)
         if reply.status_code != 201:
             continue
         counts["taken"] += 1
         sent = reply.json()
-        review = pod_review(sent, uid=f"u-{n}", namespace=case["namespace"])
-        answer = client.post("/mutate", json=review).get_json()["response"]
-        if "patch" not in answer:
+        patched = patched_by_mutate(client, sent, case["namespace"])
+        if patched is None:
             continue
         counts["mutated"] += 1
-        patched = jsonpatch.apply_patch(sent, json.loads(base64.b64decode(answer["patch"])))
-        again = cp.request("POST", "/api/v1/namespaces/plain/pods", patched, dryRun="All")
+        again = installed.create(patched, quiet, dry_run=True)
         if again.status_code != 201:
             refused.append((n, again.json().get("message"), json.dumps(sent)[:2000]))
     assert refused == [], f"FUZZ_SEED={FUZZ_SEED}"
@@ -216,7 +233,7 @@ def test_a_pod_the_api_server_takes_it_still_takes_once_injected(installed: Inst
 
 
 def test_a_setting_the_judges_accept_makes_no_pod_of_its_group_one_the_api_server_refuses(
-    installed: Installed,
+    installed: Installed, quiet: str
 ) -> None:
     """Settings made from the golden and example ones by random edits; each the parser accepts
     is the only setting of an index, and a notebook, a job and two model deployments of its
@@ -224,8 +241,6 @@ def test_a_setting_the_judges_accept_makes_no_pod_of_its_group_one_the_api_serve
     pod. Before, settings the CRD and the parser both accepted made every pod of the group one
     the API server refuses: a secretKeyRef key that no Secret can have ('a/b'), a request above
     its limit, a storage class that is not a name, an image with a space."""
-    cp = installed.cp
-    cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": "plain"}})
     names = ("notebook-external", "job-group-volume", "deployment-model")
     pods = [load_case(p)["pod"] for p in GOLDEN_CASES if p.stem in names]
     pods.append(deployment_pod("phusers", "models:/iris/3", []))
@@ -250,14 +265,13 @@ def test_a_setting_the_judges_accept_makes_no_pod_of_its_group_one_the_api_serve
         for pod in copy.deepcopy(pods):
             pod["metadata"]["labels"].pop("primehub.io/group")
             pod["metadata"]["labels"]["mlflow.primehub.io/group"] = group
-            pod["metadata"] |= {"name": f"p-{n}", "namespace": "plain"}
-            sent = cp.request("POST", "/api/v1/namespaces/plain/pods", pod, dryRun="All").json()
-            answer = client.post("/mutate", json=pod_review(sent)).get_json()["response"]
-            if "patch" not in answer:
+            pod["metadata"] |= {"name": f"p-{n}", "namespace": quiet}
+            sent = installed.create(pod, quiet, dry_run=True).json()
+            patched = patched_by_mutate(client, sent, "hub")
+            if patched is None:
                 continue
             counts["patched"] += 1
-            patched = jsonpatch.apply_patch(sent, json.loads(base64.b64decode(answer["patch"])))
-            again = cp.request("POST", "/api/v1/namespaces/plain/pods", patched, dryRun="All")
+            again = installed.create(patched, quiet, dry_run=True)
             if again.status_code != 201:
                 refused.append((n, again.json().get("message"), json.dumps(obj["spec"])[:1000]))
     assert refused == [], f"FUZZ_SEED={FUZZ_SEED}"
@@ -756,14 +770,13 @@ def routed_like_the_rules(
     installed: Installed,
     config: Config,
     namespace: str,
+    quiet: str,
     relabel: Callable[[dict[str, Any], random.Random], None] = lambda pod, rng: None,
 ) -> None:
     """1,500 pods made from the golden ones by random edits (tests/test_fuzz.py), then
     `relabel`, each the API server can take: routed by CEL as `pods.route` routes the pod as
     the API server decoded and defaulted it (what CEL sees)."""
     rng = random.Random(FUZZ_SEED)
-    quiet = {"namespace": "plain"}  # no webhook is called there
-    installed.cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": "plain"}})
     chosen: dict[str | None, int] = {}
     misrouted = []
     for n in range(1500):
@@ -774,7 +787,9 @@ def routed_like_the_rules(
             continue
         relabel(pod, rng)
         pod["metadata"] |= {"name": f"routed-{n}", "namespace": namespace}
-        decoded = installed.create(pod | {"metadata": pod["metadata"] | quiet}, "plain", True)
+        decoded = installed.create(
+            pod | {"metadata": pod["metadata"] | {"namespace": quiet}}, quiet, True
+        )
         if decoded.status_code != 201:  # not a pod the API server takes at all
             continue
         expected = route(decoded.json(), config)
@@ -787,7 +802,7 @@ def routed_like_the_rules(
     assert min(chosen.get(k, 0) for k in (None, "models", "pods")) > 50, chosen
 
 
-def test_the_api_server_routes_pods_as_the_webhook_would(installed: Installed) -> None:
+def test_the_api_server_routes_pods_as_the_webhook_would(installed: Installed, quiet: str) -> None:
     """The generated configuration's CEL routes each pod to the entry `pods.route` names: the
     table's pods, then generated ones."""
     with routing(installed, Config(), scenario_pod("notebook", "routing")) as namespace:
@@ -803,10 +818,12 @@ def test_the_api_server_routes_pods_as_the_webhook_would(installed: Installed) -
                 assert f'failed calling webhook "{expected.value}.mlflow.primehub.io"' in (
                     reply.json().get("message", "")
                 ), (what, expected, reply.text)
-        routed_like_the_rules(installed, Config(), namespace)
+        routed_like_the_rules(installed, Config(), namespace, quiet)
 
 
-def test_a_configuration_of_its_own_routes_as_its_rules_do(installed: Installed) -> None:
+def test_a_configuration_of_its_own_routes_as_its_rules_do(
+    installed: Installed, quiet: str
+) -> None:
     """Other group labels and an exclusion of two labels (both must match) in the configuration:
     the CEL made from it routes generated pods, relabelled, as `pods.route` does with it."""
     config = parse_config(
@@ -833,7 +850,7 @@ def test_a_configuration_of_its_own_routes_as_its_rules_do(installed: Installed)
     probe = scenario_pod("notebook", "routing")
     probe["metadata"]["labels"] = {"example.com/team": "escaped-phusers"}
     with routing(installed, config, probe) as namespace:
-        routed_like_the_rules(installed, config, namespace, relabel)
+        routed_like_the_rules(installed, config, namespace, quiet, relabel)
 
 
 def test_kubectl_server_dry_run_shows_the_mutation(installed: Installed) -> None:

@@ -22,11 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from webhook import API_GROUP, API_VERSION, KIND
 from webhook.settings import rules
-from webhook.settings.model import (
-    OWN_NAMES,
-    SettingError,
-    parse_setting,
-)
+from webhook.settings.model import OWN_NAMES, SettingError, parse_setting
 from webhook.settings.rules import LOGIN_NAMES
 from webhook.settings.schema import is_unicode
 

@@ -186,12 +186,13 @@ def _model_init(c: _Checker, mi: dict[str, Any] | None) -> ModelInitOverride:
     if mi is None:
         return NO_OVERRIDE
     volume = mi.get("volume") or {}
-    over = rules.request_over_limit(schema.pruned(mi.get("resources") or {}))
+    resources = schema.pruned(mi["resources"]) if mi.get("resources") is not None else None
+    over = rules.request_over_limit(resources or {})
     if over is not None:
         raise c.fail("spec.modelInit.resources", f"the {over} request is above its limit")
     return ModelInitOverride(
         image=mi.get("image"),
-        resources=schema.pruned(mi["resources"]) if mi.get("resources") is not None else None,
+        resources=resources,
         env=c.env(mi.get("env"), "spec.modelInit.env"),
         volume_size=volume.get("size"),
         storage_class=volume.get("storageClassName"),
