@@ -20,3 +20,12 @@ def pod_review(pod: Any, version: str = "v1", **request: Any) -> dict[str, Any]:
         **request,
     }
     return {"apiVersion": f"admission.k8s.io/{version}", "kind": "AdmissionReview", "request": req}
+
+
+def error_message(answer: Any, code: int) -> str:
+    """The message of an HTTP error body, which must be a Kubernetes Status with that code: the
+    only error body whose message the API server passes on to the user."""
+    assert answer["kind"] == "Status" and answer["apiVersion"] == "v1", answer
+    assert (answer["status"], answer["code"]) == ("Failure", code), answer
+    assert isinstance(answer["message"], str) and answer["message"], answer
+    return answer["message"]

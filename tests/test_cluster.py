@@ -38,6 +38,7 @@ from tests.settings_table import setting as table_setting
 from tests.test_fuzz import SEED as FUZZ_SEED
 from tests.test_fuzz import SETTINGS as FUZZ_SETTINGS
 from tests.test_fuzz import edit as fuzz_edit
+from tests.webhookproc import WebhookProcess
 from webhook.config import Config, parse_config
 from webhook.kube import ApiError
 from webhook.metrics import Metrics
@@ -685,6 +686,49 @@ def test_with_the_webhook_down_notebooks_start_and_deployments_are_refused(
     assert installed.create(pod_file("deployment", unique=True), dry_run=True).status_code == 201
     notebook = installed.create(pod_file("notebook", unique=True), dry_run=True).json()
     assert "mlflow.primehub.io/injected" in notebook["metadata"]["annotations"]
+
+
+def test_a_webhook_without_its_settings_refuses_deployments_saying_why(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """A replica that cannot list the settings (here: the API server refuses its token) answers
+    503, and the user whose model deployment is refused reads our reason in the API server's
+    error (a Kubernetes Status is the only error body whose message it passes on; of any other
+    it says "the server is currently unable to handle the request")."""
+    kubeconfig = tmp_path / "refused.kubeconfig"
+    kubeconfig.write_text(
+        re.sub(r'token: "\w+"', 'token: "not-a-token"', installed.cp.webhook_kubeconfig.read_text())
+    )
+    installed.webhook.stop()
+    starting = WebhookProcess(
+        installed.webhook.cert_dir,
+        installed.webhook.port,
+        tmp_path / "webhook.log",
+        ["--cluster", f"--kubeconfig={kubeconfig}"],
+        ["--ready-timeout=0", "--status-namespace="],
+    )
+    starting.launch()
+    try:
+        ca = installed.trusted_ca()
+        wait_until(
+            lambda: requests.get(f"{starting.url}/healthz", verify=ca, timeout=2).ok,
+            30,
+            "the webhook without its settings",
+            starting.proc,
+        )
+        deployment = installed.create(pod_file("deployment", unique=True), dry_run=True)
+        assert deployment.status_code == 500
+        message = deployment.json()["message"]
+        assert 'failed calling webhook "models.mlflow.primehub.io"' in message
+        assert "the MLflow settings are not loaded yet" in message, message
+        notebook = installed.create(pod_file("notebook", unique=True), dry_run=True)
+        assert notebook.status_code == 201
+        assert "mlflow.primehub.io/injected" not in notebook.json()["metadata"].get(
+            "annotations", {}
+        )
+    finally:
+        starting.stop()
+        installed.webhook.start(installed.trusted_ca())
 
 
 ROUTED_PODS: list[tuple[str, dict[str, Any]]] = [

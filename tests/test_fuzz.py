@@ -21,7 +21,7 @@ import yaml
 from flask.testing import FlaskClient
 
 from tests.golden import CASES, GOLDEN, golden_index, load_case
-from tests.reviews import pod_review
+from tests.reviews import error_message, pod_review
 from webhook import API_GROUP, API_VERSION, KIND, PLURAL
 from webhook.config import Config
 from webhook.metrics import Metrics
@@ -226,7 +226,7 @@ def test_hostile_reviews_get_400_or_a_valid_answer(client: FlaskClient) -> None:
         outcomes[reply.status_code] += 1
         answer = strict(reply.get_data())
         if reply.status_code == 400:
-            assert answer["error"], where
+            assert error_message(answer, 400), where
             continue
         assert answer["kind"] == "AdmissionReview", where
         response = answer["response"]
@@ -275,7 +275,7 @@ def test_hostile_setting_reviews_get_400_or_a_verdict(client: FlaskClient) -> No
         assert reply.status_code in (200, 400), f"{where}: HTTP {reply.status_code}"
         answer = strict(reply.get_data())
         if reply.status_code == 400:
-            assert answer["error"], where
+            assert error_message(answer, 400), where
             outcomes[400] += 1
             continue
         response = answer["response"]

@@ -12,6 +12,16 @@ from webhook.patch import Op
 from webhook.podshape import ShapeError, check
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+# Kubernetes' StatusReason for the HTTP errors this server may answer with.
+_REASONS = {
+    400: "BadRequest",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    413: "RequestEntityTooLarge",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
 
 
 class BadReview(ValueError):
@@ -108,3 +118,21 @@ def response(
     if not allowed:
         answer["status"] = {"code": 403, "reason": "Forbidden", "message": message}
     return {"apiVersion": req.api_version, "kind": "AdmissionReview", "response": answer}
+
+
+def failure(code: int, message: str) -> dict[str, Any]:
+    """The body of an HTTP error: a Kubernetes Status, because that is the only body whose message
+    the API server passes on when a webhook call fails (to the user, its logs, and the events of
+    the pod's controller); of any other body it says only "the server is currently unable to
+    handle the request" or "rejected our request for an unknown reason"."""
+    status: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "code": code,
+    }
+    if code in _REASONS:
+        status["reason"] = _REASONS[code]
+    return status

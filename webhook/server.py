@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from webhook.admission import BadReview, Request, parse_review, response
+from webhook.admission import BadReview, Request, failure, parse_review, response
 from webhook.config import Config
 from webhook.metrics import Metrics
 from webhook.mutation import Decision, decide, on_error
@@ -52,6 +52,10 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body, allow_nan=False), status=status, mimetype="application/json")
 
 
+def _error(code: int, message: str) -> Response:
+    return _json(failure(code, message), code)
+
+
 def create_app(
     index: SettingsIndex,
     config: Config,
@@ -74,18 +78,18 @@ def create_app(
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> Response:
         if e.code == 413:  # body over the limit: a bad request like any other
-            return _json({"error": f"body larger than {config.max_request_bytes} bytes"}, 400)
-        return _json({"error": e.description or e.name}, e.code or 500)
+            return _error(400, f"body larger than {config.max_request_bytes} bytes")
+        return _error(e.code or 500, e.description or e.name)
 
     @app.errorhandler(Exception)
     def unexpected(e: Exception) -> Response:
         log.exception("unexpected error")
-        return _json({"error": "internal error (logged)"}, 500)
+        return _error(500, "internal error (logged)")
 
     def bad_request(reason: str, start: float) -> Response:
         _log(None, None, "bad-request", start, reason=reason)
         metrics.requests.labels("bad-request", "none").inc()
-        return _json({"error": reason}, 400)
+        return _error(400, reason)
 
     def read_review(start: float) -> Request | Response:
         """The request's AdmissionReview, or the 400 that says why it is not one."""
@@ -106,7 +110,9 @@ def create_app(
     def not_ready(req: Request, start: float) -> Response:
         _log(req, None, "not-ready", start)
         metrics.requests.labels("not-ready", "none").inc()
-        return _json({"error": "the MLflow settings are not loaded yet; try again"}, 503)
+        return _error(
+            503, "the MLflow settings are not loaded yet (the server is starting); try again"
+        )
 
     @app.post("/mutate")
     def mutate() -> Response:
@@ -123,7 +129,7 @@ def create_app(
                 decision = decide(req.obj, req.namespace, index, config)
             except RecursionError:
                 _log(req, None, "bad-request", start, reason="nested too deeply")
-                return _json({"error": "request.object is nested too deeply"}, 400)
+                return _error(400, "request.object is nested too deeply")
             except Exception:
                 log.exception("mutation failed for request %s", req.uid)
                 decision = on_error(req.obj, config)

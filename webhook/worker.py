@@ -27,6 +27,7 @@ Why our own, on top of gunicorn's gevent worker:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import select
 import time
@@ -41,6 +42,7 @@ from gunicorn import http, util
 from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
 
+from webhook.admission import failure
 from webhook.runstate import WorkerState
 
 log = logging.getLogger(__name__)
@@ -163,6 +165,22 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
             self._silent.pop(me, None)
             util.close(conn)
 
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """A request gunicorn could not read or answer: its verdict (status and log line), sent
+        as a Kubernetes Status like every other error of this server instead of its HTML page."""
+        page = _OneWrite(client)
+        super().handle_error(req, page, addr, exc)
+        head = page.written.split(b"\r\n", 1)[0].decode("latin-1")  # HTTP/1.1 400 Bad Request
+        _, code, reason = head.split(" ", 2)
+        message = "internal error (logged)" if code == "500" else str(exc)
+        body = json.dumps(failure(int(code), message)).encode()
+        with contextlib.suppress(OSError):
+            client.sendall(
+                f"HTTP/1.1 {code} {reason}\r\nConnection: close\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+
     def _make_room(self) -> None:
         """At the connection limit: closes the oldest silent connection past SILENT_GRACE, or,
         when none is silent, the one idle longest (see the module's docstring)."""
@@ -208,6 +226,10 @@ class _OneWrite:
 
     def sendall(self, data: bytes) -> None:
         self._parts.append(data)
+
+    @property
+    def written(self) -> bytes:
+        return b"".join(self._parts)
 
     def flush(self) -> None:
         if self._parts:
