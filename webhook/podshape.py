@@ -46,6 +46,7 @@ _CONTAINER: Schema = {
     "command": [str],
     "args": [str],
     "restartPolicy": str,
+    "resources": {"requests": dict, "limits": dict},  # quantities: read only if they are ones
 }
 _KEY_TO_PATH: Schema = [{"key": str, "path": str}]
 _VOLUME: Schema = {
@@ -62,6 +63,8 @@ POD: Schema = {
         "initContainers": [_CONTAINER],
         "volumes": [_VOLUME],
         "imagePullSecrets": [{"name": str}],
+        "resources": {"requests": dict, "limits": dict},
+        "os": {"name": str},
     },
 }
 

@@ -23,6 +23,7 @@ from webhook.config import (
 )
 from webhook.inject.env import container_env_plan, inject_container_env
 from webhook.inject.mounts import mount_setting_volumes
+from webhook.inject.podresources import fit_pod_requests
 from webhook.inject.volumes import add_volume, free_name, is_exactly, mount, mount_at, norm
 from webhook.modeluri import ModelUriError, parse_model_uri
 from webhook.pods import primehub_initializer
@@ -63,6 +64,11 @@ def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) 
         dest, volume = _copies_into(ours)
         _mount_model(containers, volume, dest)
         return []
+    if (spec.get("os") or {}).get("name") == "windows":
+        raise Denied(
+            "the model init container is a Linux image, and this pod is a Windows pod "
+            "(spec.os.name: windows): serve the model from a Linux pod"
+        )
     taken = primehub_initializer(pod)
     text = annotations.get(ANNOTATION_MODEL_URI)
     if text is None and taken is not None:
@@ -92,6 +98,7 @@ def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) 
         warnings += mount_setting_volumes(spec, setting, [init], read_only=True)
         spec["initContainers"] = [*inits, init]
         _mount_model(containers, volume, dest)
+    fit_pod_requests(spec, init)
     _add_pull_secrets(spec, setting, config)
     return warnings
 
