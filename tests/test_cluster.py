@@ -556,6 +556,54 @@ def test_a_restricted_namespace_admits_the_deployment_with_its_init_container(
     assert [c["name"] for c in stored["spec"]["initContainers"]] == ["mlflow-model-init"]
 
 
+def test_a_limitrange_below_the_init_container_is_met_by_the_settings_model_init_resources(
+    installed: Installed,
+) -> None:
+    """What no setting can know: a namespace's LimitRange caps containers below the init
+    container's default limits (1Gi), and the API server refuses the model pod with
+    LimitRange's message, as the README says; `modelInit.resources` in the group's setting is
+    the remedy."""
+
+    def objects(resources: dict[str, Any] | None) -> list[dict[str, Any]]:
+        spec: dict[str, Any] = {"group": "capped", "trackingUri": "http://mlflow:5000"}
+        if resources is not None:
+            spec["modelInit"] = {"resources": resources}
+        return [
+            {"apiVersion": "v1", "kind": "LimitRange",
+             "metadata": {"name": "cap", "namespace": "capped"},
+             "spec": {"limits": [{"type": "Container", "max": {"memory": "512Mi"}}]}},
+            {"apiVersion": "mlflow.primehub.io/v1alpha1", "kind": "MLflowSetting",
+             "metadata": {"name": "capped", "namespace": "capped"}, "spec": spec},
+        ]  # fmt: skip
+
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "deploy-capped-",
+            "labels": {"app": "primehub-deployment", "primehub.io/group": "escaped-capped"},
+            "annotations": {"mlflow.primehub.io/model-uri": "models:/m/1"},
+        },
+        "spec": {"containers": [{"name": "model", "image": "model-server"}]},
+    }
+    installed.opted_in("capped", objects(None))
+    refused = installed.create(pod, "capped", dry_run=True)
+    assert refused.status_code == 403
+    assert (
+        "maximum memory usage per Container is 512Mi, but limit is 1Gi" in refused.json()["message"]
+    )
+    within = {"requests": {"memory": "256Mi"}, "limits": {"memory": "512Mi"}}
+    installed.opted_in("capped", objects(within))
+
+    def admitted() -> bool:
+        return installed.create(pod, "capped", dry_run=True).status_code == 201
+
+    wait_until(admitted, 5, "the model pod once the setting fits the LimitRange")
+    stored = installed.create(pod, "capped", dry_run=True).json()
+    init = next(c for c in stored["spec"]["initContainers"] if c["name"] == "mlflow-model-init")
+    assert init["resources"]["limits"]["memory"] == "512Mi"
+
+
 @contextlib.contextmanager
 def sidecar_webhook(installed: Installed, tmp: Path) -> Iterator[None]:
     """A second, real mutating webhook that adds a container after ours has run."""
