@@ -48,6 +48,7 @@ from webhook.settings import rules
 from webhook.settings.crd import render
 from webhook.settings.index import SettingsIndex
 from webhook.settings.model import SettingError, parse_setting
+from webhook.settings.sources import ClusterWatcher
 from webhook.tls import make_ca, make_serving_cert, write_atomic
 from webhook.webhookconfig import webhook_configuration
 
@@ -797,6 +798,24 @@ spec: {group: Research_Team, trackingUri: "http://mlflow.team-b:5000"}
     wait_until(lambda: not injected(), 5, "delete")
 
 
+def test_an_identity_that_may_not_list_settings_is_named_in_the_log(
+    installed: Installed, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The certificate keeper's identity may not list MLflowSettings: the watch's warning says
+    what to check (RBAC) instead of a bare HTTP 403."""
+    watcher = ClusterWatcher(SettingsIndex(), installed.cp.client(installed.cp.certs_kubeconfig))
+    with caplog.at_level("WARNING", logger="webhook.settings.sources"):
+        watcher.start()
+        try:
+            wait_until(lambda: "HTTP 403" in caplog.text, 10, "the watch's warning")
+        finally:
+            watcher.stop()
+    assert "the webhook's identity may not list mlflowsettings (manifests/base/rbac.yaml)" in (
+        caplog.text
+    )
+    assert not watcher.ready.is_set()
+
+
 def test_with_the_webhook_down_notebooks_start_and_deployments_are_refused(
     installed: Installed,
 ) -> None:
@@ -855,6 +874,9 @@ def test_a_webhook_without_its_settings_refuses_deployments_saying_why(
         assert "mlflow.primehub.io/injected" not in notebook.json()["metadata"].get(
             "annotations", {}
         )
+        # The admin reads why in the webhook's log.
+        log = (tmp_path / "webhook.log").read_text()
+        assert "the API server refused the webhook's credentials; retrying" in log, log
     finally:
         starting.stop()
         installed.webhook.start(installed.trusted_ca())
@@ -1197,9 +1219,6 @@ def test_concurrent_certificate_runs_agree(installed: Installed) -> None:
 def test_a_watch_from_an_expired_version_returns_so_the_settings_are_listed_again(
     installed: Installed,
 ) -> None:
-    from webhook.settings.index import SettingsIndex
-    from webhook.settings.sources import ClusterWatcher
-
     watcher = ClusterWatcher(
         SettingsIndex(), installed.cp.client(installed.cp.webhook_kubeconfig), watch_timeout=60
     )

@@ -23,6 +23,12 @@ from webhook.settings.model import SettingError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# What an admin checks first when the settings cannot be listed, by the API server's status.
+_HINTS = {
+    401: ": the API server refused the webhook's credentials",
+    403: f": the webhook's identity may not list {PLURAL} (manifests/base/rbac.yaml)",
+    404: f": no {PLURAL} resource; is the CRD installed (manifests/base/crd.yaml)?",
+}
 
 
 class SourceError(ValueError):
@@ -157,8 +163,9 @@ class ClusterWatcher:
                 self._watch(version)  # returns when the version expired: list again
             except Exception as e:  # any failure: back off, then list again
                 log.warning(
-                    "settings watch failed (%s); retrying in %.1f s",
+                    "settings watch failed (%s)%s; retrying in %.1f s",
                     brief(f"{type(e).__name__}: {e}"),
+                    _HINTS.get(e.status, "") if isinstance(e, ApiError) else "",
                     delay,
                 )
                 self._stop.wait(delay * (1 + random.random() / 2))
