@@ -17,7 +17,11 @@ def tracking_uri_problem() -> str | None:
     """Why MLFLOW_TRACKING_URI cannot be used, if it cannot (the value is never echoed)."""
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if not tracking_uri:
-        return "MLFLOW_TRACKING_URI is not set: the group has no MLflow setting in this pod"
+        return (
+            "MLFLOW_TRACKING_URI is not set: this pod got no MLflow setting (is its namespace "
+            "labelled mlflow.primehub.io/injection=enabled? does `kubectl get mlflowsettings` "
+            "there show the group READY? is the webhook running?)"
+        )
     if not rules.matches(_REACHABLE_URI, tracking_uri):
         return (
             "MLFLOW_TRACKING_URI is not a tracking server's URL (http(s)://host or "
