@@ -60,6 +60,8 @@ def test_serves_the_example_review_over_verified_tls_with_keep_alive(
     assert {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_PASSWORD"} <= names
     metrics = requests.get(f"{url}/metrics", verify=certs / "ca.crt").text
     assert 'outcome="injected",pod_kind="notebook"' in metrics  # summed over the workers
+    # The log says what is served: gunicorn alone would say http:// (the TLS is the worker's).
+    assert f"Listening at: {url} (" in (certs / "serve.log").read_text()
 
 
 def test_renewed_certificate_files_are_served_without_a_restart(server: tuple[str, Path]) -> None:

@@ -249,6 +249,15 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True
     )
+    logging.getLogger("gunicorn.error").addFilter(_listening_over_tls)
+
+
+def _listening_over_tls(record: logging.LogRecord) -> bool:
+    """gunicorn logs its listener as http:// (it does not know of the TLS, which the worker sets
+    up per connection): an admin reading the log must not think the webhook serves plain HTTP."""
+    if str(record.msg).startswith("Listening at: %s") and isinstance(record.args, tuple):
+        record.args = (str(record.args[0]).replace("http://", "https://"), *record.args[1:])
+    return True
 
 
 def serve(opts: ServeOptions, index: SettingsIndex | None = None, load: Loader = build_app) -> None:
