@@ -4,6 +4,8 @@ within 2 s of a change, and of two webhook servers only one (the Lease holder) e
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import requests
 from tests.cluster import Installed
 from tests.procs import free_port, wait_until
 from tests.webhookproc import WebhookProcess, serving_certs
+from webhook.settings.status import LEASE_SECONDS
 
 pytestmark = pytest.mark.cluster
 NS = "status"
@@ -150,3 +153,29 @@ def test_ready_and_its_reason_follow_the_settings_and_one_server_writes(
     # The watch, the status writes and the Lease at once: no connection churn in the logs.
     for server in two_servers:
         assert "urllib3" not in server.log.read_text()
+
+
+def test_another_server_takes_over_the_writing_when_the_writer_stops_or_dies(
+    installed: Installed, two_servers: list[WebhookProcess], tmp_path: Path
+) -> None:
+    """The status goes on being written through a rollout (the writer gives the Lease up as it
+    stops) and after a crash (the Lease expires): the two servers judge one setting differently,
+    so the status shows whose verdict is written."""
+    strict, lenient = two_servers
+    installed.cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})
+    region = [{"name": "AWS_DEFAULT_REGION", "value": "us-east-1"}]
+    r = installed.cp.request("POST", PATH, setting("regional", "g9", artifactEnv=region))
+    assert r.status_code == 201, r.text
+
+    def reason() -> str | None:
+        return (ready(installed, "regional") or (None, None))[1]
+
+    wait_until(lambda: reason() == "Invalid", 2, "the strict server's verdict")
+    strict.stop()  # SIGTERM: the Lease is given up at once
+    wait_until(lambda: reason() == "Valid", 4, "the lenient server's verdict after a rollout")
+
+    strict.start(tmp_path / "ca.crt")
+    assert lenient.proc is not None
+    os.killpg(lenient.proc.pid, signal.SIGKILL)  # a crash: nothing is given up
+    lenient.proc.wait()
+    wait_until(lambda: reason() == "Invalid", LEASE_SECONDS + 4, "a takeover after a crash")
