@@ -524,35 +524,37 @@ def test_the_serving_processes_carry_no_library_only_other_commands_need(
             assert library not in maps, f"process {pid} maps {library}"
 
 
-def test_a_restricted_namespace_admits_the_deployment_with_its_init_container(
-    installed: Installed,
-) -> None:
-    pod = {
+def annotated_model_pod(group: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A model deployment of `group` (escaped as PrimeHub does) with our model-uri annotation."""
+    return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "generateName": "deploy-secure-",
-            "labels": {"app": "primehub-deployment", "primehub.io/group": "escaped-secure"},
+            "generateName": f"deploy-{group}-",
+            "labels": {"app": "primehub-deployment", "primehub.io/group": f"escaped-{group}"},
             "annotations": {"mlflow.primehub.io/model-uri": "models:/m/1"},
         },
-        "spec": {
+        "spec": spec,
+    }
+
+
+def test_a_restricted_namespace_admits_the_deployment_with_its_init_container(
+    installed: Installed,
+) -> None:
+    restricted = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    pod = annotated_model_pod(
+        "secure",
+        {
             "securityContext": {
                 "runAsNonRoot": True,
                 "runAsUser": 1000,
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
             "containers": [
-                {
-                    "name": "model",
-                    "image": "model-server",
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                }
+                {"name": "model", "image": "model-server", "securityContext": restricted}
             ],
         },
-    }
+    )
     stored = installed.created(pod, "secure")
     assert [c["name"] for c in stored["spec"]["initContainers"]] == ["mlflow-model-init"]
 
@@ -577,16 +579,9 @@ def test_a_limitrange_below_the_init_container_is_met_by_the_settings_model_init
              "metadata": {"name": "capped", "namespace": "capped"}, "spec": spec},
         ]  # fmt: skip
 
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": "deploy-capped-",
-            "labels": {"app": "primehub-deployment", "primehub.io/group": "escaped-capped"},
-            "annotations": {"mlflow.primehub.io/model-uri": "models:/m/1"},
-        },
-        "spec": {"containers": [{"name": "model", "image": "model-server"}]},
-    }
+    pod = annotated_model_pod(
+        "capped", {"containers": [{"name": "model", "image": "model-server"}]}
+    )
     installed.opted_in("capped", objects(None))
     refused = installed.create(pod, "capped", dry_run=True)
     assert refused.status_code == 403
