@@ -30,7 +30,7 @@ from tests.cluster import EXAMPLES, ROOT, ControlPlane, Installed, pod_file
 from tests.golden import CASES as GOLDEN_CASES
 from tests.golden import golden_index, load_case
 from tests.primehub import deployment_pod
-from tests.procs import free_port, wait_until
+from tests.procs import BIN, free_port, wait_until
 from tests.reviews import pod_review
 from tests.scenarios import scenario_pod
 from tests.settings_table import SECRET, TABLE
@@ -105,6 +105,75 @@ def test_the_kustomize_builds_pass_server_side_dry_run(
     assert (
         "prometheusrule.monitoring.coreos.com/mlflow-webhook created (server dry run)" in monitoring
     )
+
+
+MONITORING = ROOT / "manifests" / "components" / "monitoring"
+SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? ")
+
+
+def samples(text: str) -> list[tuple[str, dict[str, str]]]:
+    """(metric, labels) of each sample in Prometheus' text format."""
+    out = []
+    for line in text.splitlines():
+        if (m := SAMPLE.match(line)) and not line.startswith("#"):
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            out.append((m.group(1), labels))
+    return out
+
+
+def test_the_alerts_and_the_dashboard_select_series_the_real_programs_expose(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """The PrometheusRule and the Grafana dashboard, loaded by Prometheus' own rule loader
+    (tests/controlplane/promrules: PromQL, labels, annotation templates); every series they
+    select, with its label values, is one that the webhook's /metrics or the real API server's
+    /metrics shows once the webhook has been down for a notebook and a model pod (the API
+    server's fail-open and calling-error counters) and has denied a pod; `up` comes from the
+    ServiceMonitor, whose job is the Service's name."""
+    installed.webhook.stop()
+    try:  # the API server lets a notebook in without us, and refuses a model pod
+        installed.create(pod_file("notebook", unique=True), dry_run=True)
+        installed.create(pod_file("deployment", unique=True), dry_run=True)
+    finally:
+        installed.webhook.start(installed.trusted_ca())
+    denied = pod_file("deployment", unique=True)
+    denied["metadata"]["annotations"]["mlflow.primehub.io/model-uri"] = "s3://bucket/model"
+    assert installed.create(denied, dry_run=True).status_code == 403
+    assert installed.create(pod_file("notebook", unique=True), dry_run=True).status_code == 201
+
+    rule = yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())
+    panels = re.findall(
+        r'"expr": "((?:[^"\\]|\\.)*)"', (MONITORING / "mlflow-webhook.json").read_text()
+    )
+    dashboard = {
+        "name": "dashboard",
+        "rules": [
+            {"record": f"mlflow_webhook:panel_{i}", "expr": json.loads(f'"{e}"')}
+            for i, e in enumerate(panels)
+        ],
+    }
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": [*rule["spec"]["groups"], dashboard]}))
+    checked = subprocess.run([str(BIN / "promrules"), str(rules)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    selectors = [json.loads(line) for line in checked.stdout.splitlines()]
+    assert len(panels) >= 10 and len(selectors) >= len(panels)
+
+    ours = requests.get(f"{installed.webhook.url}/metrics", verify=installed.trusted_ca()).text
+    exposed = samples(ours) + samples(installed.cp.request("GET", "/metrics").text)
+    base = yaml.safe_load_all((ROOT / "manifests" / "base" / "service.yaml").read_text())
+    service = next(d for d in base if d["kind"] == "Service")
+    missing = []
+    for sel in selectors:
+        if sel["metric"] == "up":
+            assert sel["labels"] == {"job": service["metadata"]["name"]}, sel
+            continue
+        if not any(
+            name == sel["metric"] and sel["labels"].items() <= labels.items()
+            for name, labels in exposed
+        ):
+            missing.append(sel)
+    assert missing == []
 
 
 def test_the_crd_is_generated_from_the_rules_the_webhook_parses_with() -> None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and etcd from the Go module proxy, once per version, and envexpand (the
-# kubelet's env expansion, for the pod runner) from the same pinned k8s.io/kubernetes.
+# Builds kube-apiserver and etcd from the Go module proxy, once per version, envexpand (the
+# kubelet's env expansion, for the pod runner) from the same pinned k8s.io/kubernetes, and
+# promrules (Prometheus's own rule loading, for the monitoring manifests).
 # Binaries are cached outside the repository in $CONTROLPLANE_CACHE (default
 # ~/.cache/primehub-mlflow-webhook/controlplane/<component>-<version>/); prints the bin dir.
 set -euo pipefail
@@ -11,6 +12,7 @@ modver() { # module go.mod -> the version the wrapper requires
 }
 kube_version=$(modver k8s.io/kubernetes "$here/kube-apiserver/go.mod")
 etcd_version=$(modver go.etcd.io/etcd/server/v3 "$here/etcd/go.mod")
+prometheus_version=$(modver github.com/prometheus/prometheus "$here/promrules/go.mod")
 
 build() { # name version dir ldflags
   local out="$cache/$1-$2"
@@ -29,8 +31,10 @@ kv="$kv -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-bas
 build etcd "$etcd_version" "$here/etcd" ""
 build kube-apiserver "$kube_version" "$here/kube-apiserver" "$kv"
 build envexpand "$kube_version" "$here/envexpand" ""
+build promrules "$prometheus_version" "$here/promrules" ""
 mkdir -p "$cache/bin"
 ln -sf "$cache/etcd-$etcd_version/etcd" "$cache/bin/etcd"
 ln -sf "$cache/kube-apiserver-$kube_version/kube-apiserver" "$cache/bin/kube-apiserver"
 ln -sf "$cache/envexpand-$kube_version/envexpand" "$cache/bin/envexpand"
+ln -sf "$cache/promrules-$prometheus_version/promrules" "$cache/bin/promrules"
 echo "$cache/bin"
