@@ -142,15 +142,14 @@ def test_the_alerts_and_the_dashboard_select_series_the_real_programs_expose(
     assert installed.create(pod_file("notebook", unique=True), dry_run=True).status_code == 201
 
     rule = yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())
-    panels = re.findall(
-        r'"expr": "((?:[^"\\]|\\.)*)"', (MONITORING / "mlflow-webhook.json").read_text()
-    )
+    panels = [
+        target["expr"]
+        for panel in json.loads((MONITORING / "mlflow-webhook.json").read_text())["panels"]
+        for target in panel.get("targets", [])
+    ]
     dashboard = {
         "name": "dashboard",
-        "rules": [
-            {"record": f"mlflow_webhook:panel_{i}", "expr": json.loads(f'"{e}"')}
-            for i, e in enumerate(panels)
-        ],
+        "rules": [{"record": f"mlflow_webhook:panel_{i}", "expr": e} for i, e in enumerate(panels)],
     }
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump({"groups": [*rule["spec"]["groups"], dashboard]}))
