@@ -50,6 +50,11 @@ TABLE: list[tuple[dict[str, Any], str | None]] = [
     ({"artifactEnv": [{"name": "MLFLOW_S3_ENDPOINT_URL", "value": "https://minio:9000"}]}, None),
     ({"artifactEnv": [{"name": "AWS_DEFAULT_REGION", "value": "us-east-1"}]}, None),
     ({"trackingEnv": [{"name": "MLFLOW_TRACKING_INSECURE_TLS", "value": "true"}]}, None),
+    # A final newline: the API server's `$` is the end of the text, Python's also before a final
+    # newline (once accepted from a file, and the pods got an env var the API server refused).
+    ({"trackingEnv": [{"name": "MLFLOW_X\n", "value": "1"}]}, "spec.trackingEnv[0].name"),
+    ({"trackingUri": "https://mlflow.example.com\n"}, "spec.trackingUri"),
+    ({"modelInit": {"volume": {"size": "20Gi\n"}}}, "spec.modelInit.volume.size"),
     ({"trackingEnv": [{"name": "X", "value": "1", "valueFrom": REF}]}, "spec.trackingEnv[0]"),
     ({"trackingEnv": [{"name": "X"}]}, "spec.trackingEnv[0]"),
     ({"trackingEnv": [{"name": "MLFLOW_TRACKING_URI", "value": "x"}]}, "spec.trackingEnv[0]"),

@@ -38,6 +38,8 @@ def test_accepted(text: str, parsed: ModelUri, canonical: str) -> None:
         # first lost its space and the second named model "0@" (alias "0").
         ("models:/m@%20", "alias ' ' is not one MLflow takes"),
         ("models:/0@%400", "alias '@0' is not one MLflow takes"),
+        # A final newline (hypothesis found it): read back, the command's alias lost it.
+        ("models:/0@0%0a", "alias '0\\n' is not one MLflow takes"),
     ],
 )
 def test_rejected_with_what_is_accepted(text: str, words: str) -> None:

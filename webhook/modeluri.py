@@ -71,7 +71,7 @@ def parse_model_uri(text: str) -> ModelUri:
         name = unquote(raw_name)
         if not name or not ref or "@" in ref:
             raise ModelUriError(f"{_show(text)}: expected models:/<name>/<version or stage>")
-        if _VERSION.match(ref):
+        if _VERSION.fullmatch(ref):
             version = ref.lstrip("0") or "0"
             if len(version) > 18:  # MLflow keeps versions as 64-bit integers
                 raise ModelUriError(f"{_show(text)}: version {version[:20]}... is too large")
@@ -86,13 +86,13 @@ def parse_model_uri(text: str) -> ModelUri:
         )
     raw_name, at, alias = rest.rpartition("@")
     if at and raw_name and alias:
-        if not _ALIAS.match(unquote(alias)):
+        if not _ALIAS.fullmatch(unquote(alias)):
             raise ModelUriError(
                 f"{_show(text)}: alias {_show(unquote(alias))} is not one MLflow takes "
                 "(letters, digits, '_' and '-')"
             )
         return ModelUri(unquote(raw_name), alias=unquote(alias))
-    if not at and _MODEL_ID.match(rest):  # as MLflow reads a single segment: a logged model
+    if not at and _MODEL_ID.fullmatch(rest):  # as MLflow reads a single segment: a logged model
         return ModelUri("", model_id=rest)
     raise ModelUriError(
         f"{_show(text)}: expected models:/<name>/<version>, models:/<name>@<alias>, "

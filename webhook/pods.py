@@ -114,7 +114,7 @@ def classify(pod: dict[str, Any], config: Config) -> Target | None:
         value = labels.get(label)
         if not value:
             continue
-        if len(value) > 63 or not _LABEL_VALUE.match(value):
+        if len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
             # Checked before any other work: no cache ever holds such a value.
             return Target(kind, "", "", f"its label {label} is not a valid label value")
         if plain:

@@ -199,7 +199,7 @@ def _convert_group(
         ]
         spec["trackingEnv"] = refs + spec.get("trackingEnv", [])
     host = urlsplit(tracking_uri).hostname or ""
-    if _PRIMEHUB_APP.match(host):
+    if _PRIMEHUB_APP.fullmatch(host):
         spec["artifactVolume"] = {"groupVolume": True}
     setting = {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",

@@ -137,7 +137,7 @@ def _dest(annotations: dict[str, str], config: Config) -> str:
 
 def _size(annotations: dict[str, str], setting: MLflowSetting, config: Config) -> str:
     size = annotations.get(ANNOTATION_MODEL_VOLUME_SIZE)
-    if size is not None and not QUANTITY.match(size):
+    if size is not None and not QUANTITY.fullmatch(size):
         raise Denied(
             f"annotation {ANNOTATION_MODEL_VOLUME_SIZE}: {size[:40]!r} is not a quantity like 20Gi"
         )

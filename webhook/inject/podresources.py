@@ -9,7 +9,6 @@ limits are not touched: Kubernetes bounds only regular containers' limits by the
 
 from __future__ import annotations
 
-import re
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
@@ -51,7 +50,7 @@ def _amount(value: Any) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
     text = str(value)
-    return rules.quantity(text) if re.match(rules.RESOURCE_QUANTITY, text) else None
+    return rules.quantity(text) if rules.compiled(rules.RESOURCE_QUANTITY).match(text) else None
 
 
 def _text(amount: Decimal) -> str:

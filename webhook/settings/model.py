@@ -162,7 +162,7 @@ def _artifact_volume(c: _Checker, av: dict[str, Any] | None, group: str) -> Arti
         if av["groupVolume"] is not True or claim is not None or mount is not None:
             raise c.fail(where, "must be {groupVolume: true} alone, or claimName and mountPath")
         derived, path = primehub_group_volume(group)
-        if len(derived) > 253 or not _DNS1123.match(derived):
+        if len(derived) > 253 or not _DNS1123.fullmatch(derived):
             raise c.fail(
                 f"{where}.groupVolume",
                 f"group {group!r} gives the claim name {derived!r}, which Kubernetes refuses; "
@@ -217,7 +217,7 @@ def parse_setting(
     if obj.get("apiVersion") != f"{API_GROUP}/{API_VERSION}" or obj.get("kind") != KIND:
         got = f"{str(obj.get('apiVersion'))[:60]} {str(obj.get('kind'))[:60]}"
         raise c.fail("apiVersion/kind", f"expected {API_GROUP}/{API_VERSION} {KIND}, got {got}")
-    if not name or not _DNS1123.match(name):
+    if not name or not _DNS1123.fullmatch(name):
         raise c.fail("metadata.name", "required, a lowercase DNS-1123 name")
     spec = obj.get("spec")
     if spec is None:

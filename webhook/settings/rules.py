@@ -4,6 +4,7 @@ the common subset of Python's `re` and RE2 (CEL's `matches`)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal
 
@@ -49,7 +50,28 @@ LOGIN_NAMES = TRACKING_LOGIN | ARTIFACT_LOGIN
 
 def matches(pattern: str, text: str) -> bool:
     """As CEL's `matches`: a match anywhere unless the pattern is anchored."""
-    return re.search(pattern, text) is not None
+    return compiled(pattern).search(text) is not None
+
+
+@functools.cache
+def compiled(pattern: str) -> re.Pattern[str]:
+    """A pattern as the API server's regular expressions (RE2) read it: there `$` is the end of
+    the text, where Python's `$` also matches before a final newline (so "NAME\n" would pass
+    `^[A-Z]+$` here and fail there); it becomes `\\Z`."""
+    out, escaped, in_class = [], False, False
+    for c in pattern:
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c == "[":
+            in_class = True
+        elif c == "]":
+            in_class = False
+        elif c == "$" and not in_class:
+            c = r"\Z"
+        out.append(c)
+    return re.compile("".join(out))
 
 
 _SUFFIXES = {
@@ -66,7 +88,7 @@ def quantity(value: str | int) -> Decimal:
     number = re.match(r"^\+?([0-9.]*)", value)
     assert number is not None
     digits, suffix = number.group(1), value[number.end() :]
-    if re.match(r"^[eE][+-]?[0-9]+$", suffix):
+    if re.fullmatch(r"[eE][+-]?[0-9]+", suffix):
         return Decimal(digits) * Decimal(10) ** int(suffix[1:])
     return Decimal(digits) * _SUFFIXES[suffix]
 

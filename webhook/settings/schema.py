@@ -14,8 +14,6 @@ so only a settings file can hold one, and there it is a mistake."""
 
 from __future__ import annotations
 
-import re
-from functools import cache
 from typing import Any
 
 from webhook.settings import rules
@@ -47,11 +45,6 @@ class SchemaProblem(ValueError):
     def __init__(self, path: str, message: str) -> None:
         super().__init__(message)
         self.path = path
-
-
-@cache
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
 
 
 def pruned(value: Any) -> Any:
@@ -119,7 +112,7 @@ def _check_string(value: str, schema: Schema, path: str) -> None:
     if value not in schema.get("enum", (value,)):
         raise SchemaProblem(path, f"must be one of {', '.join(schema['enum'])}")
     pattern = schema.get("pattern")
-    if pattern is not None and not _compiled(pattern).search(value):
+    if pattern is not None and not rules.compiled(pattern).search(value):
         words = _PATTERN_WORDS.get(pattern, f"does not match {pattern}")
         shown = value if len(value) <= 80 else value[:80] + "..."
         raise SchemaProblem(path, f"{shown!r} {words}")
