@@ -70,6 +70,9 @@ ODD_STRINGS = [
     "1e3",
     "mlflow-webhook",
     "copy-artifacts",
+    "MLFLOW_X\n",  # Python's $ matches before a final newline, the API server's does not
+    "20Gi\n",
+    "models:/m@a%0a",
 ]
 KEYS = [
     "metadata",
