@@ -111,7 +111,9 @@ def create_app(
         _log(req, None, "not-ready", start)
         metrics.requests.labels("not-ready", "none").inc()
         return _error(
-            503, "the MLflow settings are not loaded yet (the server is starting); try again"
+            503,
+            "the MLflow settings are not loaded yet (the webhook is starting, or cannot list "
+            "them from the API server); try again",
         )
 
     @app.post("/mutate")
