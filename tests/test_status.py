@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,15 @@ def ready(installed: Installed, name: str) -> tuple[str, str, str] | None:
     return c["status"], c["reason"], c["message"]
 
 
+def holds(installed: Installed, server: WebhookProcess) -> bool:
+    """Whether one of the server's workers holds the status Lease now."""
+    lease = installed.cp.request(
+        "GET", "/apis/coordination.k8s.io/v1/namespaces/mlflow-webhook/leases/mlflow-webhook-status"
+    )
+    holder = lease.json().get("spec", {}).get("holderIdentity") if lease.ok else None
+    return holder in {f"{socket.gethostname()}/{pid}" for pid in server.workers()}
+
+
 @pytest.fixture
 def two_servers(installed: Installed, tmp_path: Path) -> Iterator[list[WebhookProcess]]:
     """The session's webhook stopped; two others (not called by the API server: they only
@@ -64,17 +74,8 @@ def two_servers(installed: Installed, tmp_path: Path) -> Iterator[list[WebhookPr
     try:
         servers[0].start(tmp_path / "ca.crt")
         # The first holds the Lease before the second starts: its verdicts are the ones written.
-        wait_until(
-            lambda: (
-                installed.cp.request(
-                    "GET",
-                    "/apis/coordination.k8s.io/v1/namespaces/mlflow-webhook/leases/"
-                    "mlflow-webhook-status",
-                ).ok
-            ),
-            30,
-            "the status lease",
-        )
+        # (A holder that did not give it up, stopped without a clean exit, lets it expire.)
+        wait_until(lambda: holds(installed, servers[0]), LEASE_SECONDS + 10, "the status lease")
         servers[1].start(tmp_path / "ca.crt")
         yield servers
     finally:
@@ -173,6 +174,7 @@ def test_another_server_takes_over_the_writing_when_the_writer_stops_or_dies(
     wait_until(lambda: reason() == "Invalid", 2, "the strict server's verdict")
     strict.stop()  # SIGTERM: the Lease is given up at once
     wait_until(lambda: reason() == "Valid", 4, "the lenient server's verdict after a rollout")
+    assert holds(installed, lenient)
 
     strict.start(tmp_path / "ca.crt")
     assert lenient.proc is not None
