@@ -127,6 +127,10 @@ def test_with_a_storage_class_a_model_copied_into_an_emptydir_still_asks_for_the
             "modelInit: {resources: {limits: {memory: 1GB}}}",
             "modelInit.resources.limits.memory: '1GB' is not a quantity like 500m or 2Gi",
         ),
+        (
+            "modelInit: {resources: {limits: {nvidia.com/gpu: 1}}}",
+            "modelInit.resources: 'nvidia.com/gpu': resources are cpu, memory, ephemeral-storage",
+        ),
         ("modelInit: {imagePullPolicy: Sometimes}", "modelInit.imagePullPolicy: must be one of"),
         ("modelInit: {runAsUser: -1}", "modelInit.runAsUser: may not be less than 0"),
         ("modelInit: []", "modelInit: must be an object"),

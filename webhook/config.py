@@ -112,6 +112,11 @@ def _model_init(raw: Any) -> ModelInit:
     except schema.SchemaProblem as problem:
         raise ConfigError(f"{problem.path}: {problem}") from None
     raw = schema.pruned(raw)
+    unknown = rules.unknown_resource(raw.get("resources", {}))
+    if unknown is not None:
+        raise ConfigError(
+            f"modelInit.resources: {unknown!r}: resources are {', '.join(rules.RESOURCE_NAMES)}"
+        )
     over = rules.request_over_limit(raw.get("resources", {}))
     if over is not None:
         raise ConfigError(f"modelInit.resources: the {over} request is above its limit")

@@ -158,7 +158,11 @@ def model_init_properties() -> Schema:
         "resources": {
             "type": "object",
             "x-kubernetes-validations": [
-                _rule(rules.REQUESTS_WITHIN_LIMITS, "a request may not be above its limit")
+                _rule(
+                    rules.KNOWN_RESOURCES,
+                    f"resources are {', '.join(rules.RESOURCE_NAMES)}",
+                ),
+                _rule(rules.REQUESTS_WITHIN_LIMITS, "a request may not be above its limit"),
             ],
             "properties": {"requests": _quantities(), "limits": _quantities()},
         },

@@ -187,6 +187,12 @@ def _model_init(c: _Checker, mi: dict[str, Any] | None) -> ModelInitOverride:
         return NO_OVERRIDE
     volume = mi.get("volume") or {}
     resources = schema.pruned(mi["resources"]) if mi.get("resources") is not None else None
+    unknown = rules.unknown_resource(resources or {})
+    if unknown is not None:
+        raise c.fail(
+            "spec.modelInit.resources",
+            f"{unknown!r}: resources are {', '.join(rules.RESOURCE_NAMES)}",
+        )
     over = rules.request_over_limit(resources or {})
     if over is not None:
         raise c.fail("spec.modelInit.resources", f"the {over} request is above its limit")

@@ -93,6 +93,25 @@ def quantity(value: str | int) -> Decimal:
     return Decimal(digits) * _SUFFIXES[suffix]
 
 
+# What the model init container may ask for: the API server refuses a pod whose container names
+# another resource that is not fully qualified, and an extended one (a GPU) is of no use to a copy.
+RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
+# CEL twin of `unknown_resource`.
+KNOWN_RESOURCES = " && ".join(
+    f"(!has(self.{kind}) || self.{kind}.all(k, k in {list(RESOURCE_NAMES)}))"
+    for kind in ("requests", "limits")
+)
+
+
+def unknown_resource(resources: dict[str, dict[str, str | int]]) -> str | None:
+    """The first resource named in requests or limits that is not one of RESOURCE_NAMES."""
+    for kind in ("requests", "limits"):
+        for name in resources.get(kind) or {}:
+            if name not in RESOURCE_NAMES:
+                return name
+    return None
+
+
 # CEL twin of `request_over_limit` (the CRD's rule on resources).
 REQUESTS_WITHIN_LIMITS = (
     "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) || "
