@@ -5,7 +5,6 @@ Every knob an admin may turn lives here; README "Configuration" documents the sa
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ ANNOTATION_MODEL_PATH = PREFIX + "model-path"
 ANNOTATION_MODEL_VOLUME_SIZE = PREFIX + "model-volume-size"
 
 
-QUANTITY = re.compile(rules.QUANTITY)
+QUANTITY = rules.compiled(rules.QUANTITY)
 
 
 class ConfigError(ValueError):
@@ -112,14 +111,9 @@ def _model_init(raw: Any) -> ModelInit:
     except schema.SchemaProblem as problem:
         raise ConfigError(f"{problem.path}: {problem}") from None
     raw = schema.pruned(raw)
-    unknown = rules.unknown_resource(raw.get("resources", {}))
-    if unknown is not None:
-        raise ConfigError(
-            f"modelInit.resources: {unknown!r}: resources are {', '.join(rules.RESOURCE_NAMES)}"
-        )
-    over = rules.request_over_limit(raw.get("resources", {}))
-    if over is not None:
-        raise ConfigError(f"modelInit.resources: the {over} request is above its limit")
+    why = rules.resources_problem(raw.get("resources", {}))
+    if why is not None:
+        raise ConfigError(f"modelInit.resources: {why}")
     volume = raw.get("volume", {})
     given = {
         "image": raw.get("image"),

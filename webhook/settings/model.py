@@ -5,7 +5,6 @@ Env entries stay in Kubernetes' own shape (plain dicts) so they are injected exa
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,7 @@ from webhook.settings.rules import LOGIN_NAMES
 EnvVar = dict[str, Any]
 EnvFromSource = dict[str, Any]
 
-_DNS1123 = re.compile(rules.DNS1123)
+_DNS1123 = rules.compiled(rules.DNS1123)
 SPEC_SCHEMA = spec_schema()
 # Set from trackingUri and uiUrl: never from a setting's env.
 OWN_NAMES = ("MLFLOW_TRACKING_URI", "MLFLOW_UI_URL")
@@ -187,15 +186,9 @@ def _model_init(c: _Checker, mi: dict[str, Any] | None) -> ModelInitOverride:
         return NO_OVERRIDE
     volume = mi.get("volume") or {}
     resources = schema.pruned(mi["resources"]) if mi.get("resources") is not None else None
-    unknown = rules.unknown_resource(resources or {})
-    if unknown is not None:
-        raise c.fail(
-            "spec.modelInit.resources",
-            f"{unknown!r}: resources are {', '.join(rules.RESOURCE_NAMES)}",
-        )
-    over = rules.request_over_limit(resources or {})
-    if over is not None:
-        raise c.fail("spec.modelInit.resources", f"the {over} request is above its limit")
+    problem = rules.resources_problem(resources or {})
+    if problem is not None:
+        raise c.fail("spec.modelInit.resources", problem)
     return ModelInitOverride(
         image=mi.get("image"),
         resources=resources,

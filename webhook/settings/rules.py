@@ -126,3 +126,15 @@ def request_over_limit(resources: dict[str, dict[str, str | int]]) -> str | None
         if name in limits and quantity(amount) > quantity(limits[name]):
             return name
     return None
+
+
+def resources_problem(resources: dict[str, dict[str, str | int]]) -> str | None:
+    """Why a modelInit's resources (a setting's or the configuration's) would make every model
+    pod one the API server refuses, if they would: both CEL rules on them, in their order."""
+    unknown = unknown_resource(resources)
+    if unknown is not None:
+        return f"{unknown!r}: resources are {', '.join(RESOURCE_NAMES)}"
+    over = request_over_limit(resources)
+    if over is not None:
+        return f"the {over} request is above its limit"
+    return None
