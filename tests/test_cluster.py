@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from flask.testing import FlaskClient
 
-from tests.cluster import EXAMPLES, ROOT, ControlPlane, Installed, pod_file
+from tests.cluster import EXAMPLES, ROOT, ControlPlane, Installed, control_plane, pod_file
 from tests.golden import CASES as GOLDEN_CASES
 from tests.golden import golden_index, load_case
 from tests.primehub import deployment_pod
@@ -40,7 +40,7 @@ from tests.test_fuzz import SETTINGS as FUZZ_SETTINGS
 from tests.test_fuzz import edit as fuzz_edit
 from tests.webhookproc import WebhookProcess
 from webhook.config import Config, parse_config
-from webhook.kube import ApiError
+from webhook.kube import Api, ApiError
 from webhook.metrics import Metrics
 from webhook.pods import Route, route
 from webhook.server import create_app
@@ -861,22 +861,37 @@ spec: {group: Research_Team, trackingUri: "http://mlflow.team-b:5000"}
     wait_until(lambda: not injected(), 5, "delete")
 
 
+def first_watch_warning(api: Api, caplog: pytest.LogCaptureFixture) -> str:
+    """What the settings watch logs when its list fails (it never becomes ready)."""
+    watcher = ClusterWatcher(SettingsIndex(), api)
+    with caplog.at_level("WARNING", logger="webhook.settings.sources"):
+        watcher.start()
+        try:
+            wait_until(lambda: "settings watch failed" in caplog.text, 10, "the watch's warning")
+        finally:
+            watcher.stop()
+    assert not watcher.ready.is_set()
+    return caplog.text
+
+
 def test_an_identity_that_may_not_list_settings_is_named_in_the_log(
     installed: Installed, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The certificate keeper's identity may not list MLflowSettings: the watch's warning says
     what to check (RBAC) instead of a bare HTTP 403."""
-    watcher = ClusterWatcher(SettingsIndex(), installed.cp.client(installed.cp.certs_kubeconfig))
-    with caplog.at_level("WARNING", logger="webhook.settings.sources"):
-        watcher.start()
-        try:
-            wait_until(lambda: "HTTP 403" in caplog.text, 10, "the watch's warning")
-        finally:
-            watcher.stop()
-    assert "the webhook's identity may not list mlflowsettings (manifests/base/rbac.yaml)" in (
-        caplog.text
-    )
-    assert not watcher.ready.is_set()
+    text = first_watch_warning(installed.cp.client(installed.cp.certs_kubeconfig), caplog)
+    assert "HTTP 403" in text
+    assert "the webhook's identity may not list mlflowsettings (manifests/base/rbac.yaml)" in text
+
+
+def test_a_cluster_without_the_crd_is_named_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real API server where the CRD was never installed answers 404: the warning asks for it."""
+    with control_plane(tmp_path) as bare:
+        text = first_watch_warning(bare.client(), caplog)
+    assert "HTTP 404" in text
+    assert "no mlflowsettings resource; is the CRD installed (manifests/base/crd.yaml)?" in text
 
 
 def test_with_the_webhook_down_notebooks_start_and_deployments_are_refused(

@@ -182,7 +182,9 @@ class ClusterWatcher:
             query: dict[str, Any] = {"limit": self.page_size}
             if token:
                 query["continue"] = token
-            page = self.api.call("GET", self.path, query=query) or {}
+            page = self.api.call("GET", self.path, query=query)
+            if page is None:  # a GET's 404: the API server has no such resource
+                raise ApiError(404, f"{self.path} not found")
             items = _in_turns(page.get("items") or [], pause)
             entries.extend(self.index.entry(o) for o in items)
             meta = page.get("metadata") or {}
