@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import datetime
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
@@ -17,30 +18,99 @@ from typing import Any
 
 import requests
 import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.procs import BIN, free_port, running, stop, wait_until
 from tests.webhookproc import WebhookProcess
 from webhook.kube import Api, from_kubeconfig
-from webhook.tls import make_ca, make_serving_cert
+from webhook.tls import KeyPair, make_ca, make_serving_cert
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
 WEBHOOK_USER = "system:serviceaccount:mlflow-webhook:mlflow-webhook"
 CERTS_USER = "system:serviceaccount:mlflow-webhook:mlflow-webhook-certs"
+PLAIN_USER = "tests:plain"
 
 
 @dataclass(frozen=True)
 class ControlPlane:
     url: str
     ca_file: Path
+    ca: KeyPair  # the cluster's CA: it signs the API server's and the clients' certificates
     kubeconfig: Path  # admin (system:masters)
     webhook_kubeconfig: Path  # the webhook's ServiceAccount identity, bound by manifests/ RBAC
     certs_kubeconfig: Path  # the self-managed certificate keeper's identity
+    plain_kubeconfig: Path  # an identity with no role at all (a test binds what it needs)
     dir: Path
     admin_token: str
+    tokens: dict[str, str]  # by identity: admin, webhook, certs, plain
     restart_apiserver: Callable[[], None]  # same port and store: clients must reconnect
+    stop_etcd: Callable[[], None]  # the API server then answers errors, or not at all
+    start_etcd: Callable[[], None]  # the same store again, on the same port
+
+    def inline_kubeconfig(self, user: str, groups: list[str], path: Path) -> Path:
+        """A kubeconfig as `kubectl config --embed-certs` and cloud consoles write them: the CA,
+        a client certificate (for `user` in `groups`, signed by the cluster's CA) and its key,
+        all inline as `*-data`."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
+        subject += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name(subject))
+            .issuer_name(self.ca.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .sign(self.ca.key, hashes.SHA256())
+        )
+        pair = KeyPair(cert, key)
+
+        def data(pem: bytes) -> str:
+            return base64.b64encode(pem).decode()
+
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {
+                            "name": "test",
+                            "cluster": {
+                                "server": self.url,
+                                "certificate-authority-data": data(self.ca.cert_pem()),
+                            },
+                        }
+                    ],
+                    "users": [
+                        {
+                            "name": "inline",
+                            "user": {
+                                "client-certificate-data": data(pair.cert_pem()),
+                                "client-key-data": data(pair.key_pem()),
+                            },
+                        }
+                    ],
+                    "contexts": [
+                        {"name": "test", "context": {"cluster": "test", "user": "inline"}}
+                    ],
+                    "current-context": "test",
+                }
+            )
+        )
+        return path
+
+    def kubeconfig_via(self, server: str, identity: str, path: Path) -> Path:
+        """A kubeconfig for one of the identities that reaches the API server at another
+        address (a proxy in front of it)."""
+        return _kubeconfig(path, server, self.ca_file, identity, self.tokens[identity])
 
     def request(self, method: str, path: str, body: Any = None, **params: str) -> requests.Response:
         """The REST API as the admin, JSON in and out: objects stay plain dicts."""
@@ -109,33 +179,37 @@ def control_plane(tmp: Path) -> Iterator[ControlPlane]:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    tokens = {name: secrets.token_hex(16) for name in ("admin", "webhook", "certs")}
+    tokens = {name: secrets.token_hex(16) for name in ("admin", "webhook", "certs", "plain")}
     (certs / "tokens.csv").write_text(
         f'{tokens["admin"]},admin,admin,"system:masters"\n'
         f'{tokens["webhook"]},{WEBHOOK_USER},webhook,"system:serviceaccounts"\n'
         f'{tokens["certs"]},{CERTS_USER},certs,"system:serviceaccounts"\n'
+        f"{tokens['plain']},{PLAIN_USER},plain\n"
     )
     etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     with contextlib.ExitStack() as stack:
-        etcd = stack.enter_context(
-            running(
-                [
-                    str(BIN / "etcd"),
-                    "--name=test",
-                    f"--data-dir={tmp / 'etcd'}",
-                    f"--listen-client-urls={etcd_url}",
-                    f"--advertise-client-urls={etcd_url}",
-                    f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-                    f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
-                    f"--initial-cluster=test=http://127.0.0.1:{peer_port}",
-                    "--unsafe-no-fsync",
-                    "--log-level=warn",
-                ],
-                tmp / "etcd.log",
+        etcd_args = [
+            str(BIN / "etcd"),
+            "--name=test",
+            f"--data-dir={tmp / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-cluster=test=http://127.0.0.1:{peer_port}",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ]
+        etcd: list[subprocess.Popen[bytes]] = []
+
+        def start_etcd() -> None:
+            etcd.append(stack.enter_context(running(etcd_args, tmp / "etcd.log")))
+            wait_until(
+                lambda: requests.get(f"{etcd_url}/health", timeout=1).ok, 30, "etcd", etcd[-1]
             )
-        )
-        wait_until(lambda: requests.get(f"{etcd_url}/health", timeout=1).ok, 30, "etcd", etcd)
+
+        start_etcd()
         api_args = [
             str(BIN / "kube-apiserver"),
             f"--etcd-servers={etcd_url}",
@@ -185,6 +259,7 @@ def control_plane(tmp: Path) -> Iterator[ControlPlane]:
         yield ControlPlane(
             url=url,
             ca_file=ca_file,
+            ca=ca,
             kubeconfig=_kubeconfig(
                 tmp / "admin.kubeconfig", url, ca_file, "admin", tokens["admin"]
             ),
@@ -194,9 +269,15 @@ def control_plane(tmp: Path) -> Iterator[ControlPlane]:
             certs_kubeconfig=_kubeconfig(
                 tmp / "certs.kubeconfig", url, ca_file, "certs", tokens["certs"]
             ),
+            plain_kubeconfig=_kubeconfig(
+                tmp / "plain.kubeconfig", url, ca_file, "plain", tokens["plain"]
+            ),
             dir=tmp,
             admin_token=tokens["admin"],
+            tokens=tokens,
             restart_apiserver=restart_api,
+            stop_etcd=lambda: stop(etcd[-1]),
+            start_etcd=start_etcd,
         )
 
 

@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from flask.testing import FlaskClient
 
-from tests.cluster import EXAMPLES, ROOT, ControlPlane, Installed, control_plane, pod_file
+from tests.cluster import EXAMPLES, ROOT, ControlPlane, Installed, pod_file
 from tests.golden import CASES as GOLDEN_CASES
 from tests.golden import golden_index, load_case
 from tests.primehub import deployment_pod
 from tests.procs import BIN, free_port, wait_until
+from tests.promtext import samples
 from tests.reviews import pod_review
 from tests.scenarios import scenario_pod
 from tests.settings_table import SECRET, TABLE
@@ -40,7 +40,7 @@ from tests.test_fuzz import SETTINGS as FUZZ_SETTINGS
 from tests.test_fuzz import edit as fuzz_edit
 from tests.webhookproc import WebhookProcess
 from webhook.config import Config, parse_config
-from webhook.kube import Api, ApiError
+from webhook.kube import ApiError
 from webhook.metrics import Metrics
 from webhook.pods import Route, route
 from webhook.server import create_app
@@ -48,7 +48,6 @@ from webhook.settings import rules
 from webhook.settings.crd import render
 from webhook.settings.index import SettingsIndex
 from webhook.settings.model import SettingError, parse_setting
-from webhook.settings.sources import ClusterWatcher
 from webhook.tls import make_ca, make_serving_cert, write_atomic
 from webhook.webhookconfig import webhook_configuration
 
@@ -108,17 +107,6 @@ def test_the_kustomize_builds_pass_server_side_dry_run(
 
 
 MONITORING = ROOT / "manifests" / "components" / "monitoring"
-SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? ")
-
-
-def samples(text: str) -> list[tuple[str, dict[str, str]]]:
-    """(metric, labels) of each sample in Prometheus' text format."""
-    out = []
-    for line in text.splitlines():
-        if (m := SAMPLE.match(line)) and not line.startswith("#"):
-            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-            out.append((m.group(1), labels))
-    return out
 
 
 def test_the_alerts_and_the_dashboard_select_series_the_real_programs_expose(
@@ -159,7 +147,10 @@ def test_the_alerts_and_the_dashboard_select_series_the_real_programs_expose(
     assert len(panels) >= 10 and len(selectors) >= len(panels)
 
     ours = requests.get(f"{installed.webhook.url}/metrics", verify=installed.trusted_ca()).text
-    exposed = samples(ours) + samples(installed.cp.request("GET", "/metrics").text)
+    exposed = [
+        (name, labels)
+        for name, labels, _ in samples(ours) + samples(installed.cp.request("GET", "/metrics").text)
+    ]
     base = yaml.safe_load_all((ROOT / "manifests" / "base" / "service.yaml").read_text())
     service = next(d for d in base if d["kind"] == "Service")
     missing = []
@@ -810,90 +801,6 @@ spec:
         ] == ["mlflow-ca"], container["name"]
 
 
-def _tracking_uri(installed: Installed) -> str | None:
-    pod = installed.create(pod_file("job", unique=True), dry_run=True).json()
-    env = env_of(pod["spec"]["containers"][0])
-    return env["MLFLOW_TRACKING_URI"]["value"] if "MLFLOW_TRACKING_URI" in env else None
-
-
-def test_a_changed_setting_reaches_the_next_pod_within_two_seconds(installed: Installed) -> None:
-    setting = next(
-        d
-        for d in yaml.safe_load_all((EXAMPLES / "settings.yaml").read_text())
-        if d["metadata"]["name"] == "phusers"
-    )
-    setting["spec"]["trackingUri"] = "http://app-mlflow-new:5000"
-    assert installed.apply([setting]).returncode == 0
-    changed = time.monotonic()
-    wait_until(lambda: _tracking_uri(installed) == "http://app-mlflow-new:5000", 2, "update")
-    assert time.monotonic() - changed < 2
-
-    installed.cp.kubectl("delete", "-n", "hub", "mlflowsetting", "phusers")
-    deleted = time.monotonic()
-    wait_until(lambda: _tracking_uri(installed) is None, 2, "delete")
-    assert time.monotonic() - deleted < 2
-    # Put it back for the other tests.
-    assert installed.apply((EXAMPLES / "settings.yaml").read_text()).returncode == 0
-    wait_until(lambda: _tracking_uri(installed) == "http://app-mlflow-xyz12:5000", 5, "restore")
-
-
-def test_the_settings_watch_reconnects_after_the_api_server_restarts(installed: Installed) -> None:
-    installed.cp.restart_apiserver()  # the webhook's watch connection drops
-    setting = """
-apiVersion: mlflow.primehub.io/v1alpha1
-kind: MLflowSetting
-metadata: {name: research-team, namespace: team-b}
-spec: {group: Research_Team, trackingUri: "http://mlflow.team-b:5000"}
-"""
-    assert installed.apply(setting).returncode == 0
-    notebook = pod_file("notebook", unique=True)
-    del notebook["metadata"]["namespace"]
-
-    def injected() -> bool:
-        pod = installed.create(notebook, "team-b", dry_run=True).json()
-        return (
-            env_of(pod["spec"]["containers"][0]).get("MLFLOW_TRACKING_URI", {}).get("value")
-            == "http://mlflow.team-b:5000"
-        )
-
-    wait_until(injected, 30, "the change made after the restart")  # backoff is at most 30 s
-    installed.cp.kubectl("delete", "-n", "team-b", "mlflowsetting", "research-team")
-    wait_until(lambda: not injected(), 5, "delete")
-
-
-def first_watch_warning(api: Api, caplog: pytest.LogCaptureFixture) -> str:
-    """What the settings watch logs when its list fails (it never becomes ready)."""
-    watcher = ClusterWatcher(SettingsIndex(), api)
-    with caplog.at_level("WARNING", logger="webhook.settings.sources"):
-        watcher.start()
-        try:
-            wait_until(lambda: "settings watch failed" in caplog.text, 10, "the watch's warning")
-        finally:
-            watcher.stop()
-    assert not watcher.ready.is_set()
-    return caplog.text
-
-
-def test_an_identity_that_may_not_list_settings_is_named_in_the_log(
-    installed: Installed, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The certificate keeper's identity may not list MLflowSettings: the watch's warning says
-    what to check (RBAC) instead of a bare HTTP 403."""
-    text = first_watch_warning(installed.cp.client(installed.cp.certs_kubeconfig), caplog)
-    assert "HTTP 403" in text
-    assert "the webhook's identity may not list mlflowsettings (manifests/base/rbac.yaml)" in text
-
-
-def test_a_cluster_without_the_crd_is_named_in_the_log(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A real API server where the CRD was never installed answers 404: the warning asks for it."""
-    with control_plane(tmp_path) as bare:
-        text = first_watch_warning(bare.client(), caplog)
-    assert "HTTP 404" in text
-    assert "no mlflowsettings resource; is the CRD installed (manifests/base/crd.yaml)?" in text
-
-
 def test_with_the_webhook_down_notebooks_start_and_deployments_are_refused(
     installed: Installed,
 ) -> None:
@@ -1292,17 +1199,6 @@ def test_concurrent_certificate_runs_agree(installed: Installed) -> None:
     _wait_served_by(installed, _kubelet_sync(installed), "ca-after.crt")
     r = installed.create(pod_file("deployment", unique=True), dry_run=True)
     assert r.status_code == 201, r.text
-
-
-def test_a_watch_from_an_expired_version_returns_so_the_settings_are_listed_again(
-    installed: Installed,
-) -> None:
-    watcher = ClusterWatcher(
-        SettingsIndex(), installed.cp.client(installed.cp.webhook_kubeconfig), watch_timeout=60
-    )
-    started = time.monotonic()
-    watcher._watch("1")  # long compacted away: the API server answers 410 Gone
-    assert time.monotonic() - started < 30  # returned on 410, not at the watch timeout
 
 
 def test_kubectl_apply_of_a_second_setting_for_a_group_prints_why_it_is_refused(

@@ -42,6 +42,9 @@ class Switch:
     def workers(self) -> dict[str, int]:
         return {}
 
+    def settings_age(self) -> float | None:
+        return None
+
 
 @pytest.fixture
 def health() -> Switch:

@@ -142,3 +142,22 @@ def test_copy_artifacts_from_the_image_copies_a_model(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert tree(tmp_path / "models") == stores.models.versions["churn model"]["1"]
+
+
+def test_the_image_carries_none_of_the_test_only_packages(rootfs: Path) -> None:
+    """What only the tests use (jsonpatch among them: the webhook makes its own patches) stays
+    out of the image."""
+    import tomllib
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]["test"]
+    test_only = {
+        re.split(r"[=<>\[ ]", req, maxsplit=1)[0].lower().replace("-", "_") for req in extra
+    }
+    installed = {
+        p.name.split("-")[0].lower()
+        for p in rootfs.glob("opt/venv/lib/python3*/site-packages/*.dist-info")
+    }
+    assert "primehub_mlflow_webhook" in installed and "flask" in installed
+    assert not test_only & installed, sorted(test_only & installed)

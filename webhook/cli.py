@@ -16,7 +16,7 @@ from webhook import __version__
 from webhook.brief import brief
 from webhook.config import ConfigError, load_config
 from webhook.files import FileProblem, read_text
-from webhook.kube import ApiError
+from webhook.kube import ApiError, Credentials
 from webhook.settings.sources import SourceError, read_file
 
 
@@ -24,8 +24,9 @@ class CliError(Exception):
     """Bad input to a command: one line to stderr, exit code 2."""
 
 
-def _cluster_reachable_in_principle(kubeconfig: Path | None) -> None:
-    """What can be checked before the workers start: credentials for a cluster."""
+def _cluster_credentials(kubeconfig: Path | None) -> Credentials:
+    """The credentials for the cluster, read once, before the workers start (they inherit
+    them): what can be checked without calling the API server is checked here."""
     from webhook.kube import ConfigError, credentials
 
     try:
@@ -34,6 +35,7 @@ def _cluster_reachable_in_principle(kubeconfig: Path | None) -> None:
         raise CliError(f"--cluster: {e}") from None
     if not creds.server:
         raise CliError(f"--kubeconfig {kubeconfig}: names no cluster server")
+    return creds
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -46,9 +48,9 @@ def _serve(args: argparse.Namespace) -> int:
     if (args.cert_file is None) != (args.key_file is None):
         raise SystemExit("serve: give both --cert-file and --key-file, or neither")
     config = load_config(args.config)
-    index = None
+    index, creds = None, None
     if args.cluster:
-        _cluster_reachable_in_principle(args.kubeconfig)
+        creds = _cluster_credentials(args.kubeconfig)
     else:  # read once, here: the workers inherit the index
         index = SettingsIndex(config.default_namespace, config.login_names)
         load_file(args.settings_file, index)
@@ -75,7 +77,6 @@ def _serve(args: argparse.Namespace) -> int:
             cert_file=cert,
             key_file=key,
             settings_file=args.settings_file,
-            kubeconfig=args.kubeconfig,
             watch_namespace=args.watch_namespace,
             host=args.host,
             port=args.port,
@@ -89,6 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
             status_namespace=args.status_namespace if args.cluster else None,
         ),
         index,
+        credentials=creds,
     )
     return 0
 

@@ -18,10 +18,12 @@ auth-provider section, are not supported.)
 
 from __future__ import annotations
 
+import atexit
 import base64
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -168,6 +170,32 @@ def in_cluster() -> Credentials:
     )
 
 
+class _InlineFiles:
+    """Where a kubeconfig's inline `*-data` goes (Python's ssl reads a client key, and a CA
+    bundle, only from files): one folder only this user can read (mode 0700, files 0600),
+    made when the first file is written and removed when the process that made it exits. Not
+    by the processes forked from it, which inherit the credentials: the webhook reads its
+    kubeconfig once, in the master, and its workers use the same files."""
+
+    def __init__(self) -> None:
+        self.folder: Path | None = None
+
+    def write(self, name: str, data: bytes) -> str:
+        if self.folder is None:
+            self.folder = Path(tempfile.mkdtemp(prefix="mlflow-webhook-kube-"))
+            atexit.register(_remove_folder, self.folder, os.getpid())
+        target = self.folder / name
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return str(target)
+
+
+def _remove_folder(folder: Path, owner: int) -> None:
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def from_kubeconfig(path: Path) -> Credentials:
     try:
         config = load_yaml(path)
@@ -188,14 +216,16 @@ def from_kubeconfig(path: Path) -> Credentials:
     cluster, user = named("clusters", context.get("cluster")), named("users", context.get("user"))
     if "auth-provider" in user:
         raise ConfigError(f"{path}: auth-provider login is not supported (use an exec plugin)")
-    files = Path(tempfile.mkdtemp(prefix="mlflow-webhook-kube-"))
+    inline = _InlineFiles()
 
     def file_of(section: dict[str, Any], key: str) -> str | None:
         """A file the kubeconfig names (relative to it), or its inline -data written to one."""
         if section.get(f"{key}-data"):
-            target = files / key
-            target.write_bytes(base64.b64decode(section[f"{key}-data"]))
-            return str(target)
+            try:
+                data = base64.b64decode(section[f"{key}-data"])
+            except (ValueError, TypeError):
+                raise ConfigError(f"{path}: {key}-data is not base64") from None
+            return inline.write(key, data)
         value = section.get(key)
         return str(path.parent / value) if value else None
 
@@ -308,18 +338,21 @@ class Api:
         result: dict[str, Any] = json.loads(reply.data)
         return result
 
-    def watch(self, path: str, query: dict[str, Any], timeout: float) -> Iterator[dict[str, Any]]:
-        """The events of a watch until the server ends it (after `timeout` seconds, say); an
-        ERROR event (such as 410 Gone: the version expired) is raised as ApiError."""
+    def watch(
+        self, path: str, query: dict[str, Any], seconds: int, silence: float
+    ) -> Iterator[dict[str, Any]]:
+        """The events of a watch until the server ends it (asked to after `seconds`); an ERROR
+        event (such as 410 Gone: the version expired) is raised as ApiError, and so is a
+        connection silent for `silence` seconds (Unreachable: a stalled watch)."""
         from urllib3 import Timeout  # imported by __init__ already
 
         try:
             reply = self.pool.request(
                 "GET",
-                self._url(path, {**query, "watch": "true", "timeoutSeconds": int(timeout)}),
+                self._url(path, {**query, "watch": "true", "timeoutSeconds": seconds}),
                 headers=self._headers("application/json"),
                 preload_content=False,
-                timeout=Timeout(connect=10, read=timeout + 30),
+                timeout=Timeout(connect=10, read=silence),
             )
         except self._transport_error as e:
             raise Unreachable(self.creds.server, e) from None

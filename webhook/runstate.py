@@ -4,17 +4,22 @@ forks, so every worker reads and writes the same bytes without a lock file or a 
 
 Why it exists: `/readyz` must describe the server as a whole (a probe lands on one random
 worker), and a SIGTERM received by the master must reach every worker's `/readyz` and keep-alive
-decisions at once, while the workers keep serving through the shutdown delay.
+decisions at once, while the workers keep serving through the shutdown delay. Each worker also
+writes when it last knew its settings to be current, so any worker can say how old the oldest
+settings being served are.
 """
 
 from __future__ import annotations
 
 import enum
 import mmap
+import struct
+import time
 from collections import Counter
 
 SLOTS = 64
 _DRAINING, _STOPPING, _FIRST_SLOT = 0, 1, 2  # a byte each; then a byte (WorkerState) per slot
+_SYNCED = 8 * ((_FIRST_SLOT + SLOTS + 7) // 8)  # then a double (time.time()) per slot
 
 
 class WorkerState(enum.IntEnum):
@@ -26,7 +31,8 @@ class WorkerState(enum.IntEnum):
 
 class RunState:
     def __init__(self) -> None:
-        self._page = mmap.mmap(-1, _FIRST_SLOT + SLOTS)
+        self._page = mmap.mmap(-1, _SYNCED + 8 * SLOTS)
+        self.mine: int | None = None  # in a worker: its own slot
 
     @property
     def draining(self) -> bool:
@@ -58,9 +64,30 @@ class RunState:
 
     def release(self, slot: int) -> None:
         self.set(slot, WorkerState.FREE)
+        struct.pack_into("d", self._page, _SYNCED + 8 * slot, 0.0)
+
+    def synced(self) -> None:
+        """This worker's settings are known to be current now (a list, a watch event or
+        bookmark, a settings file read)."""
+        if self.mine is not None:
+            struct.pack_into("d", self._page, _SYNCED + 8 * self.mine, time.time())
+
+    def settings_age(self) -> float | None:
+        """Seconds since the serving worker whose settings are oldest knew them current."""
+        times = [
+            struct.unpack_from("d", self._page, _SYNCED + 8 * slot)[0]
+            for slot in range(SLOTS)
+            if self._page[_FIRST_SLOT + slot] in (WorkerState.SERVING, WorkerState.STALLED)
+        ]
+        known = [t for t in times if t > 0]
+        return max(0.0, time.time() - min(known)) if known else None
 
     def states(self) -> list[WorkerState]:
-        return [WorkerState(b) for b in self._page[_FIRST_SLOT:] if b != WorkerState.FREE]
+        return [
+            WorkerState(b)
+            for b in self._page[_FIRST_SLOT : _FIRST_SLOT + SLOTS]
+            if b != WorkerState.FREE
+        ]
 
     def counts(self) -> dict[str, int]:
         """Workers by state, named in lower case (booting, serving, stalled)."""

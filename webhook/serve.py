@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 import os
+import resource
 import shutil
 import ssl
 import tempfile
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
@@ -37,6 +38,9 @@ from webhook.runstate import RunState, WorkerState
 from webhook.settings.index import SettingsIndex
 from webhook.tlscontext import ReloadingContext, not_after
 
+if TYPE_CHECKING:
+    from webhook.kube import Credentials
+
 log = logging.getLogger(__name__)
 
 
@@ -46,7 +50,6 @@ class ServeOptions:
     cert_file: Path
     key_file: Path
     settings_file: Path | None = None  # reloaded when it changes (None: the cluster source)
-    kubeconfig: Path | None = None
     watch_namespace: str | None = None
     host: str = "127.0.0.1"
     port: int = 8443
@@ -76,6 +79,8 @@ class Shared:
 
     runstate: RunState
     index: SettingsIndex | None  # the settings file, parsed once; None with the cluster source
+    # With the cluster source: read once (a kubeconfig's inline data is written to files once).
+    credentials: Credentials | None = None
 
 
 Loader = Callable[[ServeOptions, Shared], Loaded]
@@ -91,27 +96,40 @@ def build_app(opts: ServeOptions, shared: Shared) -> Loaded:
         lambda: metrics.ready.set(1 if shared.runstate.ready() else 0),
         lambda: metrics.certificate_expiry.set(not_after(opts.cert_file)),
     ]
+
+    def synced() -> None:
+        metrics.last_sync.set(time.time())
+        shared.runstate.synced()
+
     if shared.index is not None:
         app = create_app(shared.index, opts.config, _Health(shared.runstate, _always), metrics)
-        metrics.last_sync.set(time.time())  # the master loaded the file a moment ago
+        synced()  # the master loaded the file a moment ago
         if opts.settings_file is not None:
             from webhook.settings.sources import FileWatcher
 
             def reloaded(ok: bool) -> None:
                 if ok:
-                    metrics.last_sync.set(time.time())
                     app.extensions["refresh_settings_gauges"]()
                 else:
                     metrics.reload_errors.inc()
 
-            FileWatcher(opts.settings_file, shared.index, reloaded).start()
+            files = FileWatcher(opts.settings_file, shared.index, reloaded, synced)
+            files.catch_up()  # before this worker serves: see FileWatcher
+            files.start()
         return Loaded(app, _always)
-    from webhook.settings.sources import ClusterWatcher
+    from webhook.kube import Api  # in the worker: see webhook/kube.py
+    from webhook.settings.watch import ClusterWatcher
 
     index = SettingsIndex(opts.config.default_namespace, opts.config.login_names)
-    client = kube_client(opts.kubeconfig)
+    assert shared.credentials is not None
+    client = Api(shared.credentials)
+    failures = {verb: metrics.source_failures.labels(verb) for verb in ("list", "watch")}
     watcher = ClusterWatcher(
-        index, client, opts.watch_namespace, on_sync=lambda: metrics.last_sync.set(time.time())
+        index,
+        client,
+        opts.watch_namespace,
+        on_sync=synced,
+        on_failure=lambda verb: failures[verb].inc(),
     )
     app = create_app(index, opts.config, _Health(shared.runstate, watcher.ready.wait), metrics)
     changed = [app.extensions["refresh_settings_gauges"]]
@@ -151,6 +169,9 @@ class _Health:
     def workers(self) -> dict[str, int]:
         return self.runstate.counts()
 
+    def settings_age(self) -> float | None:
+        return self.runstate.settings_age()
+
 
 def kube_client(kubeconfig: Path | None) -> Any:
     from webhook.kube import Api, credentials  # in the worker: see webhook/kube.py
@@ -175,8 +196,11 @@ class _Arbiter(Arbiter):  # type: ignore[misc]
         raise StopIteration
 
     def manage_workers(self) -> None:
-        if self.drain_until is not None and time.monotonic() >= self.drain_until:
-            raise StopIteration
+        if self.drain_until is not None:
+            if time.monotonic() >= self.drain_until:
+                raise StopIteration
+            return  # no worker is started to be stopped a moment later
+        self.app.master_tick()  # before any fork: a new worker inherits what it did
         super().manage_workers()
 
     def stop(self, graceful: bool = True) -> None:
@@ -193,10 +217,21 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         self.runstate = shared.runstate
         self._load = load
         ReloadingContext(opts.cert_file, opts.key_file)  # fail now, in the master, if unusable
+        self._file = None
+        if shared.index is not None and opts.settings_file is not None:
+            from webhook.settings.sources import FileWatcher
+
+            # The workers report and count; the master only keeps its copy current.
+            self._file = FileWatcher(opts.settings_file, shared.index, report=False)
         super().__init__()
 
+    def master_tick(self) -> None:
+        """On the master's loop (about once a second): keep what new workers inherit current."""
+        if self._file is not None:
+            self._file.catch_up()
+
     def load_config(self) -> None:
-        from prometheus_client import multiprocess
+        from webhook.metrics import retire  # after PROMETHEUS_MULTIPROC_DIR is set
 
         o = self.opts
         runstate = self.runstate
@@ -206,10 +241,11 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
 
         def post_fork(_server: Any, worker: Any) -> None:
             runstate.set(worker.slot, WorkerState.BOOTING)
+            runstate.mine = worker.slot
 
         def child_exit(_server: Any, worker: Any) -> None:
             runstate.release(worker.slot)
-            multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+            retire(worker.pid)
 
         settings: dict[str, Any] = {
             "bind": f"[{o.host}]:{o.port}" if ":" in o.host else f"{o.host}:{o.port}",
@@ -260,10 +296,26 @@ def _listening_over_tls(record: logging.LogRecord) -> bool:
     return True
 
 
-def serve(opts: ServeOptions, index: SettingsIndex | None = None, load: Loader = build_app) -> None:
+def _all_descriptors() -> None:
+    """As many open files as the system lets this user have (the soft limit is often 1,024):
+    each worker takes `--connections` (1,000) at once."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def serve(
+    opts: ServeOptions,
+    index: SettingsIndex | None = None,
+    load: Loader = build_app,
+    credentials: Credentials | None = None,
+) -> None:
     """`index`: the settings file, already loaded (the workers inherit it); None to watch the
-    cluster."""
+    cluster, with `credentials`."""
     _setup_logging(opts.log_level)
+    _all_descriptors()
     master = os.getpid()
     own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if own_metrics_dir:  # the workers' metric files; outlives every worker
@@ -275,7 +327,7 @@ def serve(opts: ServeOptions, index: SettingsIndex | None = None, load: Loader =
     release_free_memory()
     try:
         try:
-            server = GunicornServer(opts, Shared(RunState(), index), load)
+            server = GunicornServer(opts, Shared(RunState(), index, credentials), load)
         except (OSError, ssl.SSLError) as e:
             raise SystemExit(f"cannot load the TLS certificate: {e}") from None
         server.run()

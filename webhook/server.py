@@ -34,6 +34,10 @@ class Health(Protocol):
     def workers(self) -> dict[str, int]:
         """The server's workers by state (booting, serving, stalled), for /readyz."""
 
+    def settings_age(self) -> float | None:
+        """Seconds since the worker with the oldest settings knew them current, for /readyz
+        (None: not known)."""
+
 
 class AlwaysReady:
     """For an index filled before the app starts (a file, a test)."""
@@ -46,6 +50,9 @@ class AlwaysReady:
 
     def workers(self) -> dict[str, int]:
         return {}
+
+    def settings_age(self) -> float | None:
+        return None
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -167,10 +174,15 @@ def create_app(
 
     @app.get("/readyz")
     def readyz() -> Response:
-        workers = {"workers": w} if (w := health.workers()) else {}
+        """Ready or not, the server's workers by state and how old the oldest settings they
+        serve are: a server that cannot reach the API server stays ready (it answers from the
+        settings it last listed) and says here since when."""
+        about: dict[str, Any] = {"workers": w} if (w := health.workers()) else {}
+        if (age := health.settings_age()) is not None:
+            about["settingsAgeSeconds"] = round(age, 1)
         if health.ready():
-            return _json({"status": "ready", "settings": len(index), **workers})
-        return _json({"status": "not ready: settings not loaded, or shutting down", **workers}, 503)
+            return _json({"status": "ready", "settings": len(index), **about})
+        return _json({"status": "not ready: settings not loaded, or shutting down", **about}, 503)
 
     @app.get("/metrics")
     def prometheus() -> Response:

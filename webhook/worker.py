@@ -21,7 +21,10 @@ Why our own, on top of gunicorn's gevent worker:
   and a flood never costs the API server its idle keep-alive connections.
 - While the server drains (SIGTERM received by the master) every answer carries
   `Connection: close`, so clients move to another replica; when the worker stops, idle
-  keep-alive connections are closed at once and requests in flight finish.
+  keep-alive connections are closed at once and requests in flight finish. A SIGTERM that
+  reaches the worker too (sent to the whole process group, as systemd, `tini -g`, dumb-init and
+  `timeout` do) changes nothing: the master's drain decides when it stops. Only a SIGTERM to
+  the worker alone (the master draining nothing within TERM_GRACE) stops it by itself.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 
 import gevent
 import gevent.socket
+from gevent.monkey import get_original
 from gevent.pool import Pool
 from gevent.server import StreamServer
 from gunicorn import http, util
@@ -46,15 +50,20 @@ from webhook.admission import failure
 from webhook.runstate import WorkerState
 
 log = logging.getLogger(__name__)
+_poll = get_original("select", "poll")  # the system call, never the event loop's
 
 # How long a connection may go without sending a request head before it is the first to be
 # closed when the worker is at its connection limit.
 SILENT_GRACE = 0.5
+# How long after a SIGTERM the worker waits for the master to start draining (the signal went
+# to the whole process group) before it takes the signal as its own.
+TERM_GRACE = 2.0
 
 
 class WebhookWorker(GeventWorker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._running = True
+        self._term_at: float | None = None  # when a SIGTERM came that the master may share
         # Connections waiting for their next request (greenlet: socket), longest waiting first.
         self._idle: dict[gevent.Greenlet, Any] = {}
         # Connections whose request head has not come yet (greenlet: since when), oldest first.
@@ -72,7 +81,16 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
         self._running = value
 
     def _should_run(self) -> bool:
-        return self._running and not self.app.runstate.stopping
+        runstate = self.app.runstate
+        term = self._term_at
+        if term is not None and not runstate.draining and time.monotonic() - term > TERM_GRACE:
+            self._running = False  # the SIGTERM was for this worker alone
+        return self._running and not runstate.stopping
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM: see the module's docstring (gunicorn's own stops the worker at once)."""
+        if self._term_at is None:
+            self._term_at = time.monotonic()
 
     def run(self) -> None:
         self._wait_for_settings()
@@ -192,11 +210,9 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
                 oldest.kill(block=False)
             return
         for greenlet, conn in list(self._idle.items()):
-            with contextlib.suppress(OSError, ValueError):
-                if conn.pending() or select.select([conn], [], [], 0)[0]:
-                    continue
-            greenlet.kill(block=False)
-            return
+            if not _has_input(conn):
+                greenlet.kill(block=False)
+                return
 
     def _next_request_arrives(self, conn: Any, parser: Any) -> bool:
         """Waits (up to the keep-alive time) for the next request's first byte; an idle wait is
@@ -214,6 +230,21 @@ class WebhookWorker(GeventWorker):  # type: ignore[misc]
             return False
         finally:
             self._idle.pop(me, None)
+
+
+def _has_input(conn: Any) -> bool:
+    """Whether bytes of a next request wait on the connection (in the TLS layer or the socket),
+    whatever its descriptor number: `select()` refuses those past 1,023, and gevent's own
+    `poll` would yield to the other greenlets in the middle of the choice. A socket that cannot
+    be asked (closed meanwhile) has nothing to lose."""
+    try:
+        if conn.pending():
+            return True
+        poller = _poll()
+        poller.register(conn.fileno(), select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 class _OneWrite:
