@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import base64
+import os
+import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import requests
 
-from tests.cluster import ControlPlane
+from tests.cluster import WEBHOOK_USER, ControlPlane, Installed
+from tests.procs import free_port, wait_until
+from tests.webhookproc import WebhookProcess, serving_certs
 from webhook.kube import Api, ApiError, ConfigError, LoginFailed, from_kubeconfig, in_cluster
 
 
@@ -162,3 +168,55 @@ def test_a_failing_login_plugin_is_one_line(tmp_path: Path, cluster: ControlPlan
     )
     assert cli.returncode == 1 and "Traceback" not in cli.stderr
     assert cli.stderr.count("\n") == 1 and "no session: run `aws sso login`" in cli.stderr
+
+
+def test_inline_credentials_are_written_once_for_the_owner_only_and_removed_at_exit(
+    installed: Installed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kubeconfig with its CA, client certificate and key inline (as `--embed-certs` writes
+    it): the server reads it once, before its workers start, into one folder only its user
+    can read, which its workers share (also one started later) and which goes when it exits.
+    Before: a folder per process (the master, and every worker ever started), none removed,
+    the client key left in /tmp."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    cp = installed.cp
+    kubeconfig = cp.inline_kubeconfig(
+        WEBHOOK_USER, ["system:serviceaccounts"], tmp_path / "inline.kubeconfig"
+    )
+    certs = serving_certs(tmp_path / "certs")
+    webhook = WebhookProcess(
+        certs,
+        free_port(),
+        tmp_path / "webhook.log",
+        ["--cluster", f"--kubeconfig={kubeconfig}"],
+        ["--shutdown-delay=0", "--status-namespace="],
+    )
+    webhook.start(certs / "ca.crt")  # ready: both workers listed with the client certificate
+    try:
+        victim = webhook.workers()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(
+            lambda: (
+                victim not in webhook.workers()
+                and requests.get(f"{webhook.url}/readyz", verify=certs / "ca.crt").json()["workers"]
+                == {"serving": 2}
+            ),
+            30,
+            "a new worker that listed the settings",
+        )
+        folders = [p for p in temporary.iterdir() if p.name.startswith("mlflow-webhook-kube-")]
+        assert len(folders) == 1, folders
+        assert stat.S_IMODE(folders[0].stat().st_mode) == 0o700
+        files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folders[0].iterdir()}
+        assert files == {
+            "certificate-authority": 0o600,
+            "client-certificate": 0o600,
+            "client-key": 0o600,
+        }
+        webhook.terminate()
+        assert webhook.proc is not None and webhook.proc.wait(30) == 0
+        assert not folders[0].exists()
+    finally:
+        webhook.stop()
