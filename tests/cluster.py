@@ -9,6 +9,7 @@ import base64
 import contextlib
 import copy
 import datetime
+import json
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.procs import BIN, free_port, running, stop, wait_until
 from tests.webhookproc import WebhookProcess
+from webhook import API_GROUP, PLURAL
 from webhook.kube import Api, from_kubeconfig
 from webhook.tls import KeyPair, make_ca, make_serving_cert
 
@@ -107,6 +109,19 @@ class ControlPlane:
         )
         return path
 
+    def settings_calls(self, verb: str) -> int:
+        """How many `verb` (list, watch) calls for MLflowSettings the API server has answered,
+        by its audit log (which outlives a restart, where its metrics start again)."""
+        log = self.dir / "audit.log"
+        if not log.exists():
+            return 0
+        events = (json.loads(line) for line in log.read_text().splitlines() if line)
+        return sum(
+            1
+            for e in events
+            if e.get("verb") == verb and (e.get("objectRef") or {}).get("resource") == PLURAL
+        )
+
     def kubeconfig_via(self, server: str, identity: str, path: Path) -> Path:
         """A kubeconfig for one of the identities that reaches the API server at another
         address (a proxy in front of it)."""
@@ -186,6 +201,17 @@ def control_plane(tmp: Path) -> Iterator[ControlPlane]:
         f'{tokens["certs"]},{CERTS_USER},certs,"system:serviceaccounts"\n'
         f"{tokens['plain']},{PLAIN_USER},plain\n"
     )
+    # Only what the tests count: the calls for MLflowSettings, once each, when answered.
+    audit_policy = certs / "audit-policy.yaml"
+    audit_policy.write_text(f"""apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+    resources: [{{group: {API_GROUP}, resources: [{PLURAL}]}}]
+    verbs: [list, watch]
+  - level: None
+""")
     etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     with contextlib.ExitStack() as stack:
@@ -229,6 +255,8 @@ def control_plane(tmp: Path) -> Iterator[ControlPlane]:
             "--allow-privileged=true",
             "--disable-admission-plugins=ServiceAccount",
             "--anonymous-auth=false",
+            f"--audit-policy-file={audit_policy}",
+            f"--audit-log-path={tmp / 'audit.log'}",
             "--v=1",
         ]
         url = f"https://127.0.0.1:{api_port}"

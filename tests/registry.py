@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,20 @@ def tree(root: Path) -> dict[str, str]:
             if not rel.startswith(".mlflow"):
                 out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
+
+def mlflow_meta(name: str | None, version: str | None) -> dict[str, str]:
+    """The `registered_model_meta` file that MLflow's own download of a `models:/` URI leaves
+    beside MLmodel, written by MLflow's own code (None, None: a logged model), as `tree` lists
+    it."""
+    from mlflow.utils.yaml_utils import write_yaml
+
+    with tempfile.TemporaryDirectory() as folder:
+        meta = {"model_name": name, "model_version": version}
+        write_yaml(
+            folder, "registered_model_meta", meta, overwrite=True, ensure_yaml_extension=False
+        )
+        return tree(Path(folder))
 
 
 def make_model_dir(root: Path, seed: int, big: int = 0) -> Path:
@@ -70,5 +85,6 @@ def register(
         name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
     )
     if registered is not None:  # remember the files, to check copies byte for byte
-        registered.versions.setdefault(name, {})[str(mv.version)] = tree(model)
+        version = str(mv.version)
+        registered.versions.setdefault(name, {})[version] = tree(model) | mlflow_meta(name, version)
     return str(mv.version)

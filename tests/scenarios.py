@@ -10,7 +10,8 @@ What a pod creation can end as:
   (`failurePolicy: Ignore`);
 - refused: a model deployment refused because the webhook could not be called
   (`failurePolicy: Fail`);
-- error: anything else the API server answered.
+- error: anything else the API server answered;
+- no-api-server: the API server did not answer (a fault stopped it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import copy
 import socket
 import ssl
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +36,7 @@ import yaml
 from tests.cluster import ControlPlane, kustomize, pod_file
 from tests.procs import running, wait_until
 
-OUTCOMES = ("correct", "wrong", "uninjected", "refused", "error")
+OUTCOMES = ("correct", "wrong", "uninjected", "refused", "error", "no-api-server")
 INJECTED = "mlflow.primehub.io/injected"
 
 
@@ -92,16 +94,22 @@ def pod_load(cp: ControlPlane, namespace: str, threads: int = 2) -> Iterator[Tal
         i = k
         while not stop.is_set():
             kind, pod = pods[i % 2]
-            reply = session.post(
-                f"{cp.url}/api/v1/namespaces/{namespace}/pods",
-                json=pod,
-                params={"dryRun": "All"},
-                verify=cp.ca_file,
-                timeout=60,
-            )
+            i += 1
+            try:
+                reply = session.post(
+                    f"{cp.url}/api/v1/namespaces/{namespace}/pods",
+                    json=pod,
+                    params={"dryRun": "All"},
+                    verify=cp.ca_file,
+                    timeout=60,
+                )
+            except requests.RequestException:  # no API server (a fault may stop it): not ours
+                with lock:
+                    tally.counts["no-api-server"] += 1
+                time.sleep(0.1)
+                continue
             with lock:
                 tally.add(kind, reply)
-            i += 1
 
     workers = [threading.Thread(target=create, args=(k,)) for k in range(threads)]
     for w in workers:

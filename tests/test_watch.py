@@ -169,14 +169,10 @@ def test_a_watch_refused_by_rbac_costs_a_few_lists_a_minute_not_a_storm(
     assert installed.apply(LIST_ONLY).returncode == 0
     cp = installed.cp
 
-    def lists() -> float:
-        metrics = cp.request("GET", "/metrics").text
-        return total(metrics, "apiserver_request_total", resource="mlflowsettings", verb="LIST")
-
-    before = lists()
+    before = cp.settings_calls("list")
     with caplog.at_level("WARNING", logger=LOGGER):
         watcher, failed = failing_watcher(cp.client(cp.plain_kubeconfig), 5)
-    listed = lists() - before
+    listed = cp.settings_calls("list") - before
     assert [verb for _, verb in failed[:5]] == ["watch"] * 5
     assert failed[4][0] - failed[0][0] >= 1 + 2 + 4 + 8
     assert listed <= 6  # one list before each watch, and one that may be on its way

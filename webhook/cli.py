@@ -136,9 +136,11 @@ def _read_pod(path: Path) -> dict[str, Any]:
 def _copy_artifacts(args: argparse.Namespace) -> int:
     from webhook.copier.command import run
 
-    return run(
-        args.model_uri, args.dest, args.timeout, args.termination_message_path, args.progress_every
-    )
+    if len(args.more) % 2:
+        raise CliError(f"copy-artifacts: {args.more[-1]} has no folder (give URI FOLDER pairs)")
+    more = zip(args.more[0::2], map(Path, args.more[1::2]), strict=True)
+    pairs = [(args.model_uri, args.dest), *more]
+    return run(pairs, args.timeout, args.termination_message_path, args.progress_every)
 
 
 def _import_primehub(args: argparse.Namespace) -> int:
@@ -304,7 +306,11 @@ def parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_preview)
 
     c = sub.add_parser(
-        "copy-artifacts", help="copy a registered model version (or a logged model) into a folder"
+        "copy-artifacts",
+        help="copy a registered model version (or a logged model) into a folder",
+        description="Copies a registered model version (or a logged model) into a folder; more "
+        "URI FOLDER pairs copy more models, one after the other (as KServe's storageUris give "
+        "them to its storage initializer).",
     )
     c.add_argument(
         "model_uri",
@@ -312,6 +318,7 @@ def parser() -> argparse.ArgumentParser:
         "models:/<name>/latest (name may be URL-encoded) or models:/m-<logged model id>",
     )
     c.add_argument("dest", type=Path)
+    c.add_argument("more", nargs="*", metavar="URI FOLDER", help="more models and their folders")
     c.add_argument(
         "--timeout",
         type=_ranged(float, 1, 7 * 86400),

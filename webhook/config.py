@@ -5,6 +5,7 @@ Every knob an admin may turn lives here; README "Configuration" documents the sa
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,21 @@ class PodKinds:
     exclude: tuple[Labels, ...] = ({"app": "primehub-app"},)
 
 
+# The webhook's own image, as its Deployment names it (manifests/base/deployment.yaml): the
+# model init container runs the same image, and this way an admin names it once (kustomize's
+# `images` reaches the variable too: manifests/base/images.yaml).
+IMAGE_ENV = "MLFLOW_WEBHOOK_IMAGE"
+
+
+def own_image() -> str:
+    return os.environ.get(IMAGE_ENV) or f"primehub/mlflow-webhook:{__version__}"
+
+
 @dataclass(frozen=True)
 class ModelInit:
     """Defaults for the model init container; an MLflowSetting's `modelInit` overrides them."""
 
-    image: str = f"primehub/mlflow-webhook:{__version__}"
+    image: str = field(default_factory=lambda: own_image())
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: tuple[str, ...] = ()
     default_path: str = "/mnt/models"

@@ -22,26 +22,50 @@ class PodKind(StrEnum):
 # A label value Kubernetes accepts; anything else is refused by the API server after admission.
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
-# The init container PrimeHub's controller gives a PhDeployment (ee/controllers/
-# phdeployment_controller.go in InfuseAI/primehub-controller); for a registered MLflow model its
-# first argument is the `models:/` URI, for other URIs (s3://, gs://, phfs://...) it is not ours.
+# A registered MLflow model (or logged model): the only URIs this project copies.
+MODEL_SCHEME = "models:/"
+# The init containers that platforms give a model server to download its model, by name; the
+# first argument is the model's URI. Ours to serve when that is a `models:/` URI, left alone for
+# any other (s3://, gs://, phfs://, pvc://...):
+# - PrimeHub's PhDeployment (ee/controllers/phdeployment_controller.go in
+#   InfuseAI/primehub-controller): replaced by our copier (inject/model_init.py);
 PRIMEHUB_INITIALIZER = "model-storage-initializer"
+# - KServe's predictor (its pod mutator, or its controller for `storageUris`; arguments URI,
+#   folder, URI, folder...): it runs our copier by the ClusterStorageContainer of
+#   manifests/components/kserve, and is completed in place (inject/kserve.py).
+KSERVE_INITIALIZER = "storage-initializer"
+MODEL_INITIALIZERS = (PRIMEHUB_INITIALIZER, KSERVE_INITIALIZER)
+# KServe's pod mutator adds its initializer at pod creation, from this annotation: a pod that
+# has it is a model deployment before that (our webhook may be called first; the API server
+# calls it again once KServe changed the pod).
+KSERVE_SOURCE_URI = "internal.serving.kserve.io/storage-initializer-sourceuri"
 
 
-def primehub_initializer(pod: dict[str, Any]) -> int | None:
-    """Index among the init containers of PrimeHub's initializer for a `models:/` URI."""
+def model_initializer(pod: dict[str, Any]) -> int | None:
+    """Index among the init containers of a platform's initializer for a `models:/` URI."""
     for i, c in enumerate((pod.get("spec") or {}).get("initContainers") or []):
         args = c.get("args") or []
-        if c["name"] == PRIMEHUB_INITIALIZER and args and args[0].startswith("models:/"):
+        if c["name"] in MODEL_INITIALIZERS and args and args[0].startswith(MODEL_SCHEME):
             return i
     return None
 
 
-def wants_model(pod: dict[str, Any]) -> bool:
-    """The pod serves a registered model we must copy in: our annotation, or PrimeHub's
-    `models:/` initializer (the webhook configuration's matchConditions say the same in CEL)."""
+def kserve_pending(pod: dict[str, Any]) -> bool:
+    """KServe's pod mutator will add a `models:/` initializer to this pod (it has not yet)."""
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    return ANNOTATION_MODEL_URI in annotations or primehub_initializer(pod) is not None
+    return str(annotations.get(KSERVE_SOURCE_URI, "")).startswith(MODEL_SCHEME)
+
+
+def wants_model(pod: dict[str, Any]) -> bool:
+    """The pod serves a registered model we must copy in: our annotation, a platform's
+    `models:/` initializer, or KServe's annotation for one (the webhook configuration's
+    matchConditions say the same in CEL: webhookconfig.py)."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return (
+        ANNOTATION_MODEL_URI in annotations
+        or model_initializer(pod) is not None
+        or kserve_pending(pod)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +89,8 @@ def kind_of(pod: dict[str, Any], config: Config) -> PodKind:
     kinds = config.pod_kinds
     if _matches(labels, kinds.exclude):
         return PodKind.NONE
+    if _has_group(labels, config) and wants_model(pod):
+        return PodKind.DEPLOYMENT  # of whichever platform (PrimeHub, KServe, our annotation)
     if _matches(labels, kinds.deployment):
         return PodKind.DEPLOYMENT
     if _matches(labels, kinds.notebook):
@@ -72,8 +98,12 @@ def kind_of(pod: dict[str, Any], config: Config) -> PodKind:
     if _matches(labels, kinds.job):
         return PodKind.JOB
     if config.group_label in labels:
-        return PodKind.DEPLOYMENT if wants_model(pod) else PodKind.OTHER
+        return PodKind.OTHER
     return PodKind.NONE
+
+
+def _has_group(labels: Labels, config: Config) -> bool:
+    return config.escaped_group_label in labels or config.group_label in labels
 
 
 class Route(StrEnum):
@@ -93,7 +123,7 @@ def route(pod: dict[str, Any], config: Config) -> Route | None:
         return None
     if _matches(labels, config.pod_kinds.exclude):
         return None
-    if config.escaped_group_label not in labels and config.group_label not in labels:
+    if not _has_group(labels, config):
         return None
     return Route.MODEL if wants_model(pod) else Route.POD
 

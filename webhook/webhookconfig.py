@@ -7,9 +7,10 @@ below route a pod differently on the real API server).
 And a ValidatingWebhookConfiguration for MLflowSettings (webhook/validation.py).
 
 Two entries of the mutating one, told apart by CEL matchConditions:
-- models (failurePolicy Fail): pods that need a model copied in (our annotation, or PrimeHub's
-  `models:/` initializer): without the webhook they would start a model server on an empty
-  folder, so they must not start; the Deployment controller retries until the webhook is back;
+- models (failurePolicy Fail): pods that need a model copied in (our annotation, PrimeHub's or
+  KServe's `models:/` initializer, or KServe's annotation for one: pods.py): without the
+  webhook they would start a model server on an empty folder, so they must not start; the
+  Deployment controller retries until the webhook is back;
 - pods (Ignore): every other pod of a group: they still work without MLflow.
 Pods without a group label, excluded pods and pods that opt out are never sent, and neither is
 anything outside namespaces labelled `mlflow.primehub.io/injection: enabled`: a webhook that is
@@ -27,7 +28,7 @@ import yaml
 
 from webhook import API_GROUP, API_VERSION, PLURAL, PREFIX
 from webhook.config import ANNOTATION_INJECT, ANNOTATION_MODEL_URI, Config, load_config
-from webhook.pods import PRIMEHUB_INITIALIZER
+from webhook.pods import KSERVE_SOURCE_URI, MODEL_INITIALIZERS, MODEL_SCHEME
 
 NAME = "mlflow-webhook"
 NAMESPACE_LABEL = PREFIX + "injection"
@@ -54,10 +55,13 @@ def conditions(config: Config, *, model: bool) -> list[dict[str, str]]:
         f"{_q(k)} in object.metadata.labels"
         for k in (config.escaped_group_label, config.group_label)
     )
+    names = ", ".join(_q(n) for n in MODEL_INITIALIZERS)
+    scheme = _q(MODEL_SCHEME)
     wants_model = (
-        f"({_annotation(ANNOTATION_MODEL_URI)}) || (has(object.spec.initContainers) && "
-        f"object.spec.initContainers.exists(c, c.name == {_q(PRIMEHUB_INITIALIZER)} && "
-        "has(c.args) && size(c.args) > 0 && c.args[0].startsWith('models:/')))"
+        f"({_annotation(ANNOTATION_MODEL_URI)}) || ({_annotation(KSERVE_SOURCE_URI)} && "
+        f"object.metadata.annotations[{_q(KSERVE_SOURCE_URI)}].startsWith({scheme})) || "
+        f"(has(object.spec.initContainers) && object.spec.initContainers.exists(c, c.name in "
+        f"[{names}] && has(c.args) && size(c.args) > 0 && c.args[0].startsWith({scheme})))"
     )
     out = [
         {"name": "group-label", "expression": f"has(object.metadata.labels) && ({groups})"},

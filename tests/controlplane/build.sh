@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds kube-apiserver and etcd from the Go module proxy, once per version, envexpand (the
 # kubelet's env expansion, for the pod runner) from the same pinned k8s.io/kubernetes, and
-# promrules (Prometheus's own rule loading, for the monitoring manifests).
+# promrules (Prometheus's own rule loading, for the monitoring manifests), and KServe's
+# InferenceService controller and webhooks (kserve-manager, for the KServe tests).
 # Binaries are cached outside the repository in $CONTROLPLANE_CACHE (default
 # ~/.cache/primehub-mlflow-webhook/controlplane/<component>-<version>/); prints the bin dir.
 set -euo pipefail
@@ -13,6 +14,7 @@ modver() { # module go.mod -> the version the wrapper requires
 kube_version=$(modver k8s.io/kubernetes "$here/kube-apiserver/go.mod")
 etcd_version=$(modver go.etcd.io/etcd/server/v3 "$here/etcd/go.mod")
 prometheus_version=$(modver github.com/prometheus/prometheus "$here/promrules/go.mod")
+kserve_version=$(modver github.com/kserve/kserve "$here/kserve/go.mod")
 
 build() { # name version dir ldflags
   local out="$cache/$1-$2"
@@ -32,9 +34,11 @@ build etcd "$etcd_version" "$here/etcd" ""
 build kube-apiserver "$kube_version" "$here/kube-apiserver" "$kv"
 build envexpand "$kube_version" "$here/envexpand" ""
 build promrules "$prometheus_version" "$here/promrules" ""
+build kserve-manager "$kserve_version" "$here/kserve" ""
 mkdir -p "$cache/bin"
 ln -sf "$cache/etcd-$etcd_version/etcd" "$cache/bin/etcd"
 ln -sf "$cache/kube-apiserver-$kube_version/kube-apiserver" "$cache/bin/kube-apiserver"
 ln -sf "$cache/envexpand-$kube_version/envexpand" "$cache/bin/envexpand"
 ln -sf "$cache/promrules-$prometheus_version/promrules" "$cache/bin/promrules"
+ln -sf "$cache/kserve-manager-$kserve_version/kserve-manager" "$cache/bin/kserve-manager"
 echo "$cache/bin"

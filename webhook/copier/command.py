@@ -25,6 +25,7 @@ from webhook.modeluri import ModelUri, ModelUriError, parse_model_uri
 
 log = logging.getLogger("webhook.copy")
 DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
+REGISTERED_MODEL_META = "registered_model_meta"
 
 
 def _holds(record: dict[str, Any] | None, **wanted: str) -> TypeGuard[dict[str, Any]]:
@@ -79,6 +80,8 @@ def copy_model(uri: ModelUri, dest: Path, timeout: float, progress_every: float 
         else:
             local.rename(dest / local.name)
         shutil.rmtree(staging)
+        if (dest / "MLmodel").is_file():
+            write_registered_model_meta(dest, found)
         (dest / JOURNAL).unlink()
         files, size = tree_size(dest)
         record = {
@@ -108,6 +111,18 @@ def copy_model(uri: ModelUri, dest: Path, timeout: float, progress_every: float 
     return found
 
 
+def write_registered_model_meta(dest: Path, found: Resolved) -> None:
+    """What MLflow's own download of a `models:/` URI leaves beside MLmodel
+    (mlflow/store/artifact/models_artifact_repo.py): which registered version this is (nothing
+    for a logged model), so the folder is the one MLflow would have made."""
+    import yaml
+
+    name, version = (found.name, found.version) if found.version else (None, None)
+    meta = {"model_name": name, "model_version": version}
+    text = yaml.safe_dump(meta, default_flow_style=False, allow_unicode=True, sort_keys=True)
+    (dest / REGISTERED_MODEL_META).write_text(text, encoding="utf-8")
+
+
 def _write_termination_message(path: Path | None, sentence: str) -> None:
     target = path or DEFAULT_TERMINATION_LOG
     if path is None and not target.exists():
@@ -121,30 +136,40 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
 
 
 def run(
-    model_uri: str,
-    dest: Path,
+    pairs: list[tuple[str, Path]],
     timeout: float,
     termination_path: Path | None,
     progress_every: float = 10.0,
 ) -> int:
+    """Copies each model into its folder, in turn; the first failure ends it (its code and
+    sentence are the command's)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
     for noisy in ("mlflow", "botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    deadline = time.monotonic() + timeout
     try:
-        copy_model(parse_model_uri(model_uri), dest, timeout, progress_every)
-        return Exit.OK
+        models = [(parse_model_uri(text), dest) for text, dest in pairs]
     except ModelUriError as e:
-        error = CopyError(Exit.USAGE, str(e))
-    except CopyError as e:
-        error = e
-    except KeyboardInterrupt:
-        error = CopyError(Exit.FAILED, "the copy was interrupted; nothing was left in place")
-    except Exception as e:  # a bug or an error nobody classified: still one plain sentence
-        log.debug("unexpected error", exc_info=True)
-        error = CopyError(Exit.FAILED, f"copying {model_uri} failed: {type(e).__name__}: {e}")
+        return _failed(CopyError(Exit.USAGE, str(e)), termination_path)
+    for uri, dest in models:
+        try:
+            copy_model(uri, dest, max(deadline - time.monotonic(), 1.0), progress_every)
+        except CopyError as e:
+            return _failed(e, termination_path)
+        except KeyboardInterrupt:
+            sentence = "the copy was interrupted; nothing was left in place"
+            return _failed(CopyError(Exit.FAILED, sentence), termination_path)
+        except Exception as e:  # a bug or an error nobody classified: still one plain sentence
+            log.debug("unexpected error", exc_info=True)
+            sentence = f"copying {uri} failed: {type(e).__name__}: {e}"
+            return _failed(CopyError(Exit.FAILED, sentence), termination_path)
+    return Exit.OK
+
+
+def _failed(error: CopyError, termination_path: Path | None) -> int:
     sentence = redact(str(error))
     log.error("%s", sentence)
     _write_termination_message(termination_path, sentence)

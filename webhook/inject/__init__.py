@@ -11,7 +11,8 @@ from typing import Any
 
 from webhook.config import ANNOTATION_INJECTED, Config
 from webhook.inject.env import container_env_plan, inject_container_env
-from webhook.inject.model_init import Denied, add_model_init
+from webhook.inject.errors import Denied
+from webhook.inject.model_init import add_model_init
 from webhook.inject.mounts import mount_setting_volumes
 from webhook.pods import PodKind
 from webhook.settings.model import MLflowSetting

@@ -1,11 +1,13 @@
 """The init container that copies the registered model into the volume the model server reads.
 
-Two ways in:
+Three ways in:
 - our annotation `mlflow.primehub.io/model-uri`: the init container goes after the pod's own,
   with a model volume of its own (or the emptyDir the model containers already mount there);
 - PrimeHub's `models:/` initializer (`model-storage-initializer`, see pods.py): our copier takes
   its place, position and mounts (PrimeHub's `model-storage` emptyDir and group volume), and
-  its plain-value MLflow env (credentials among it) is not kept.
+  its plain-value MLflow env (credentials among it) is not kept;
+- KServe's `storage-initializer` for a `models:/` URI, which runs our copier already: it is
+  completed in place (kserve.py); before KServe has added it, there is nothing to do yet.
 On reinvocation our init container is found by name and nothing is added twice.
 """
 
@@ -22,11 +24,13 @@ from webhook.config import (
     Config,
 )
 from webhook.inject.env import container_env_plan, inject_container_env
+from webhook.inject.errors import Denied
+from webhook.inject.kserve import complete_storage_initializer
 from webhook.inject.mounts import mount_setting_volumes
 from webhook.inject.podresources import fit_pod_requests
 from webhook.inject.volumes import add_volume, free_name, is_exactly, mount, mount_at, norm
 from webhook.modeluri import ModelUriError, parse_model_uri
-from webhook.pods import primehub_initializer
+from webhook.pods import KSERVE_INITIALIZER, kserve_pending, model_initializer
 from webhook.settings import rules
 from webhook.settings.model import MLflowSetting
 
@@ -42,10 +46,6 @@ SECURITY_CONTEXT: dict[str, Any] = {
     "runAsNonRoot": True,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-
-
-class Denied(Exception):
-    """The pod must not be created; the message tells its owner what to fix."""
 
 
 def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) -> list[str]:
@@ -69,7 +69,13 @@ def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) 
             "the model init container is a Linux image, and this pod is a Windows pod "
             "(spec.os.name: windows): serve the model from a Linux pod"
         )
-    taken = primehub_initializer(pod)
+    taken = model_initializer(pod)
+    if taken is not None and inits[taken]["name"] == KSERVE_INITIALIZER:
+        found = complete_storage_initializer(spec, inits[taken], setting, config)
+        add_pull_secrets(spec, setting, config)
+        return found
+    if taken is None and ANNOTATION_MODEL_URI not in annotations and kserve_pending(pod):
+        return []  # KServe's mutator adds the initializer after us; we are called again then
     text = annotations.get(ANNOTATION_MODEL_URI)
     if text is None and taken is not None:
         text = (inits[taken].get("args") or [""])[0]
@@ -99,7 +105,7 @@ def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) 
         spec["initContainers"] = [*inits, init]
         _mount_model(containers, volume, dest)
     fit_pod_requests(spec, init)
-    _add_pull_secrets(spec, setting, config)
+    add_pull_secrets(spec, setting, config)
     return warnings
 
 
@@ -194,7 +200,8 @@ def _mount_model(containers: list[dict[str, Any]], volume: str, dest: str) -> No
             mount(container, volume, dest, read_only=True)
 
 
-def _add_pull_secrets(spec: dict[str, Any], setting: MLflowSetting, config: Config) -> None:
+def add_pull_secrets(spec: dict[str, Any], setting: MLflowSetting, config: Config) -> None:
+    """The pull secrets for the init container's image, added to the pod."""
     wanted = setting.model_init.image_pull_secrets or config.model_init.image_pull_secrets
     have = [s.get("name") for s in spec.get("imagePullSecrets") or []]
     missing = [{"name": n} for n in wanted if n not in have]
