@@ -10,6 +10,7 @@ import contextlib
 import copy
 import datetime
 import json
+import os
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
@@ -309,7 +310,8 @@ rules:
         )
 
 
-def kustomize(overlay: str) -> list[dict[str, Any]]:
+def kustomize(overlay: str | Path) -> list[dict[str, Any]]:
+    """A folder under manifests/ (or any kustomization), rendered by kubectl's kustomize."""
     out = subprocess.run(
         ["kubectl", "kustomize", str(ROOT / "manifests" / overlay)],
         capture_output=True,
@@ -317,6 +319,26 @@ def kustomize(overlay: str) -> list[dict[str, Any]]:
         check=True,
     ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
+
+
+def admin_kustomization(
+    folder: Path, overlay: str, components: list[str], image: str | None = None
+) -> Path:
+    """The kustomization an admin writes (README "Install on a cluster"): one of our overlays,
+    components of ours, and the name of the image they pushed."""
+    folder.mkdir(parents=True)
+    manifests = ROOT / "manifests"
+    body: dict[str, Any] = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(manifests / overlay, folder)],
+        "components": [os.path.relpath(manifests / c, folder) for c in components],
+    }
+    if image is not None:
+        name, tag = image.rsplit(":", 1)
+        body["images"] = [{"name": "primehub/mlflow-webhook", "newName": name, "newTag": tag}]
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump(body))
+    return folder
 
 
 def pod_file(name: str, unique: bool = False) -> dict[str, Any]:

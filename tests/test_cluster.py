@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from flask.testing import FlaskClient
 
-from tests.cluster import EXAMPLES, ROOT, ControlPlane, Installed, pod_file
+from tests.cluster import EXAMPLES, ROOT, ControlPlane, Installed, admin_kustomization, pod_file
 from tests.golden import CASES as GOLDEN_CASES
 from tests.golden import golden_index, load_case
 from tests.primehub import deployment_pod
@@ -62,8 +62,9 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 def test_the_kustomize_builds_pass_server_side_dry_run(
     installed: Installed, tmp_path: Path
 ) -> None:
-    """Every overlay, checked by the API server against the real CRDs of cert-manager and of the
-    Prometheus operator (as their Go modules ship them: tests/controlplane/crds.sh)."""
+    """Every overlay, and the certificate overlays with the KServe component, checked by the API
+    server against the real CRDs of cert-manager, of the Prometheus operator and of KServe (as
+    their Go modules ship them: tests/controlplane/crds.sh)."""
     crds = Path(
         os.environ.get("OTHER_CRDS")
         or subprocess.run(
@@ -84,6 +85,7 @@ def test_the_kustomize_builds_pass_server_side_dry_run(
         "crd/certificates.cert-manager.io",
         "crd/servicemonitors.monitoring.coreos.com",
         "crd/prometheusrules.monitoring.coreos.com",
+        "crd/clusterstoragecontainers.serving.kserve.io",
     )
     for overlay in (
         "base",
@@ -95,6 +97,12 @@ def test_the_kustomize_builds_pass_server_side_dry_run(
             "apply", "--dry-run=server", "-k", str(ROOT / "manifests" / overlay), check=False
         )
         assert r.returncode == 0, f"{overlay}: {r.stderr}"
+    for overlay in ("overlays/self-managed", "overlays/cert-manager"):  # with KServe's
+        # (the installed Job's image cannot change: the renaming is test_manifests.py's)
+        folder = admin_kustomization(tmp_path / overlay, overlay, ["components/kserve"])
+        r = installed.cp.kubectl("apply", "--dry-run=server", "-k", str(folder), check=False)
+        assert r.returncode == 0, f"{overlay} with components/kserve: {r.stderr}"
+        assert "clusterstoragecontainer.serving.kserve.io/mlflow-models created" in r.stdout
     monitoring = installed.cp.kubectl(
         "apply", "--dry-run=server", "-k", str(ROOT / "manifests" / "overlays" / "monitoring")
     ).stdout
