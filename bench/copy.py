@@ -1,8 +1,9 @@
 """Copy benchmark: `mlflow-webhook copy-artifacts` on a model of about 1 GB (many small files,
-a few large ones), against `cp -r` of the same folder (local artifact root) and against a plain
-boto3 download of the same objects with its default transfer settings (S3 on moto), in the same
-run, interleaved. Prints medians, ratios (baseline time / our time: 1.0 is as fast), and the
-command's start-up (imports) separately.
+a few large ones), against `cp -r` of the same folder (local artifact root), and on S3 (moto)
+against a plain boto3 download of the same objects with its default transfer settings and
+against KServe's storage initializer (PyPI `kserve-storage`, bench/peers.sh) downloading the
+version's `s3://` location, in the same run, interleaved. Prints medians, ratios (peer's time /
+our time: 1.0 is as fast), and the command's start-up (imports) separately.
 
     python -m bench.copy [--rounds 3] [--small 2000] [--large 4] [--large-mb 220]
 """
@@ -35,6 +36,13 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=p
         target = os.path.join(dest, obj["Key"][len(prefix):].lstrip("/"))
         os.makedirs(os.path.dirname(target), exist_ok=True)
         s3.download_file(bucket, obj["Key"], target)
+"""
+
+
+KSERVE_PEER = """
+import sys
+from kserve_storage import Storage
+Storage.download(sys.argv[1], sys.argv[2])
 """
 
 
@@ -90,12 +98,23 @@ def main() -> None:
             s3_prefix = _s3_prefix(server.url)
             env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, **s3.env}
             cmd = [sys.executable, "-m", "webhook", "copy-artifacts"]
+            peers = Path(
+                subprocess.run(
+                    [str(Path(__file__).parent / "peers.sh")],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.strip()
+            )
+            # KServe's initializer finds a store other than AWS by AWS_ENDPOINT_URL.
+            kserve_env = {**env, "AWS_ENDPOINT_URL": s3.url, "AWS_DEFAULT_REGION": "us-east-1"}
             runs: dict[str, list[float]] = {
                 k: []
                 for k in (
                     "cp -r",
                     "copy local",
                     "boto3",
+                    "kserve-storage",
                     "copy s3",
                     "imports",
                     "resolve",
@@ -118,6 +137,16 @@ def main() -> None:
                             str(tmp / "out"),
                         ],
                     ),
+                    (
+                        "kserve-storage",
+                        [
+                            str(peers / "bin" / "python"),
+                            "-c",
+                            KSERVE_PEER,
+                            f"s3://mlflow/{s3_prefix}",
+                            str(tmp / "out"),
+                        ],
+                    ),
                     ("copy s3", [*cmd, "models:/bench-s3/1", str(tmp / "out")]),
                     (
                         "imports",
@@ -128,7 +157,7 @@ def main() -> None:
                         ],
                     ),
                 ):
-                    seconds, log = timed(args, env)
+                    seconds, log = timed(args, kserve_env if name == "kserve-storage" else env)
                     runs[name].append(seconds)
                     if name.startswith("copy "):
                         runs[f"{name} (copy phase)"].append(phase(log, r"in ([0-9.]+) s \("))
@@ -145,6 +174,7 @@ def main() -> None:
                 "copy local",
                 "copy local (copy phase)",
                 "boto3",
+                "kserve-storage",
                 "copy s3",
                 "copy s3 (copy phase)",
             ):
@@ -157,10 +187,11 @@ def main() -> None:
                 f"local: cp -r / copy-artifacts = {med['cp -r'] / med['copy local']:.2f} whole "
                 f"command, {med['cp -r'] / med['copy local (copy phase)']:.2f} copy phase"
             )
-            print(
-                f"s3: boto3 / copy-artifacts = {med['boto3'] / med['copy s3']:.2f} whole "
-                f"command, {med['boto3'] / med['copy s3 (copy phase)']:.2f} copy phase"
-            )
+            for peer in ("boto3", "kserve-storage"):
+                print(
+                    f"s3: {peer} / copy-artifacts = {med[peer] / med['copy s3']:.2f} whole "
+                    f"command, {med[peer] / med['copy s3 (copy phase)']:.2f} copy phase"
+                )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

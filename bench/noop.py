@@ -19,7 +19,6 @@ from webhook.admission import parse_review, response
 from webhook.config import Config
 from webhook.patch import Op
 from webhook.serve import Loaded, ServeOptions, Shared, serve
-from webhook.settings.index import SettingsIndex
 
 
 def noop_app(_opts: ServeOptions, _shared: Shared, patch: list[Op] | None = None) -> Loaded:
@@ -49,6 +48,5 @@ if __name__ == "__main__":
             workers=int(workers),
             log_level="warning",
         ),
-        SettingsIndex(),
         load=functools.partial(noop_app, patch=replay),
     )

@@ -127,7 +127,7 @@ def test_a_worker_started_after_changes_serves_what_the_others_serve(
         lambda: {tracking_uri(webhook, certs) for _ in range(10)} == {"http://b:5000"}, 15, "B"
     )
     settings.write_text("kind: MlflowSetting\n")
-    wait_until(lambda: refusals(tmp_path / "serve.log") >= 2, 15, "both workers refuse C")
+    wait_until(lambda: refusals(tmp_path / "serve.log"), 15, "C refused")
     before = serving_workers(webhook, certs)
     os.kill(before[0], signal.SIGKILL)
     wait_until(
@@ -136,3 +136,28 @@ def test_a_worker_started_after_changes_serves_what_the_others_serve(
         "a replacement worker serving",
     )
     assert [tracking_uri(webhook, certs) for _ in range(30)] == ["http://b:5000"] * 30
+    assert refusals(tmp_path / "serve.log") == 1  # read by one process: said once, not by each
+
+
+def test_a_good_version_overwritten_at_once_by_a_bad_one_leaves_every_worker_alike(
+    webhook: WebhookProcess, certs: Path, settings: Path, tmp_path: Path
+) -> None:
+    """A valid B written, and at once an unusable C, while workers come and go: whatever was
+    seen of B, every worker, a new one included, answers the same (before, a worker that had
+    read B and a master that had missed it answered apart)."""
+    first = settings.read_text()
+    settings.write_text(first + "---\n" + setting("http://a:5000"))
+    wait_until(
+        lambda: {tracking_uri(webhook, certs) for _ in range(10)} == {"http://a:5000"}, 15, "A"
+    )
+    settings.write_text(first + "---\n" + setting("http://b:5000"))
+    settings.write_text("kind: MlflowSetting\n")
+    wait_until(lambda: refusals(tmp_path / "serve.log"), 15, "C refused")
+    before = serving_workers(webhook, certs)
+    os.kill(before[0], signal.SIGKILL)
+    wait_until(
+        lambda: before[0] not in (now := serving_workers(webhook, certs)) and len(now) == 2,
+        30,
+        "a replacement worker serving",
+    )
+    assert len({tracking_uri(webhook, certs) for _ in range(30)}) == 1

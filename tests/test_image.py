@@ -73,7 +73,7 @@ def rootfs() -> Iterator[Path]:
     """The image built from the Dockerfile (tests/image/build.sh, cached), its root filesystem
     mounted by buildah."""
     image = (
-        os.environ.get("MLFLOW_WEBHOOK_IMAGE")
+        os.environ.get("TEST_IMAGE")
         or subprocess.run(
             [str(ROOT / "tests" / "image" / "build.sh")], capture_output=True, text=True, check=True
         ).stdout.strip()

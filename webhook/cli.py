@@ -41,19 +41,20 @@ def _cluster_credentials(kubeconfig: Path | None) -> Credentials:
 def _serve(args: argparse.Namespace) -> int:
     from webhook.serve import ServeOptions, serve
     from webhook.settings.index import SettingsIndex
-    from webhook.settings.sources import load_file
+    from webhook.settings.sources import SettingsFile
 
     if (args.settings_file is None) == (not args.cluster):
         raise SystemExit("serve: give --settings-file FILE or --cluster (not both)")
     if (args.cert_file is None) != (args.key_file is None):
         raise SystemExit("serve: give both --cert-file and --key-file, or neither")
     config = load_config(args.config)
-    index, creds = None, None
+    settings, creds = None, None
     if args.cluster:
         creds = _cluster_credentials(args.kubeconfig)
     else:  # read once, here: the workers inherit the index
         index = SettingsIndex(config.default_namespace, config.login_names)
-        load_file(args.settings_file, index)
+        settings = SettingsFile(args.settings_file, index)
+        settings.load()
     if args.cert_file is None:
         from webhook.tls import ensure_dev_certs  # only here: the server runs without it
 
@@ -76,7 +77,6 @@ def _serve(args: argparse.Namespace) -> int:
             config=config,
             cert_file=cert,
             key_file=key,
-            settings_file=args.settings_file,
             watch_namespace=args.watch_namespace,
             host=args.host,
             port=args.port,
@@ -89,7 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
             ready_timeout=args.ready_timeout,
             status_namespace=args.status_namespace if args.cluster else None,
         ),
-        index,
+        settings,
         credentials=creds,
     )
     return 0

@@ -98,10 +98,11 @@ def load_yaml(path: Path) -> Any:
         raise _not_yaml(path, e) from None
 
 
-def iter_yaml(path: Path) -> Iterator[Any]:
+def iter_yaml(path: Path, text: str | None = None) -> Iterator[Any]:
     """The file's YAML documents, one at a time (FileProblem may come at any of them): a caller
-    that keeps only what it needs of each lets the memory of one be reused for the next."""
-    text = read_text(path)
+    that keeps only what it needs of each lets the memory of one be reused for the next.
+    `text`: the file's text, read already."""
+    text = read_text(path) if text is None else text
     try:
         yield from yaml.load_all(text, Loader=_loader(text))
     except yaml.YAMLError as e:

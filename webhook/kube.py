@@ -18,14 +18,11 @@ auth-provider section, are not supported.)
 
 from __future__ import annotations
 
-import atexit
 import base64
 import datetime
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +33,7 @@ from urllib.parse import urlencode
 
 from webhook.brief import brief
 from webhook.files import FileProblem, load_yaml
+from webhook.scratch import private_folder, write_private
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -172,28 +170,18 @@ def in_cluster() -> Credentials:
 
 class _InlineFiles:
     """Where a kubeconfig's inline `*-data` goes (Python's ssl reads a client key, and a CA
-    bundle, only from files): one folder only this user can read (mode 0700, files 0600),
-    made when the first file is written and removed when the process that made it exits. Not
-    by the processes forked from it, which inherit the credentials: the webhook reads its
-    kubeconfig once, in the master, and its workers use the same files."""
+    bundle, only from files): one private folder (webhook/scratch.py), made when the first file
+    is written. The webhook reads its kubeconfig once, in the master: its workers use the same
+    files, and the folder goes when the master exits."""
 
     def __init__(self) -> None:
         self.folder: Path | None = None
 
     def write(self, name: str, data: bytes) -> str:
         if self.folder is None:
-            self.folder = Path(tempfile.mkdtemp(prefix="mlflow-webhook-kube-"))
-            atexit.register(_remove_folder, self.folder, os.getpid())
-        target = self.folder / name
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return str(target)
-
-
-def _remove_folder(folder: Path, owner: int) -> None:
-    if os.getpid() == owner:
-        shutil.rmtree(folder, ignore_errors=True)
+            self.folder = private_folder("mlflow-webhook-kube-")
+        write_private(self.folder / name, data)
+        return str(self.folder / name)
 
 
 def from_kubeconfig(path: Path) -> Credentials:

@@ -67,6 +67,15 @@ def retire(pid: int, folder: str | None = None) -> None:
             dead.unlink()
 
 
+def reload_errors(registry: CollectorRegistry | None = None) -> Counter:
+    """Counted by the master, which alone reads the settings file; every worker shows it."""
+    return Counter(
+        "mlflow_webhook_settings_reload_errors",
+        "Changes of the settings file that could not be used (the last good one stays)",
+        registry=registry,
+    )
+
+
 class Metrics:
     def __init__(self) -> None:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -126,11 +135,7 @@ class Metrics:
             registry=own,
             multiprocess_mode="livemostrecent",
         )
-        self.reload_errors = Counter(
-            "mlflow_webhook_settings_reload_errors",
-            "Changes of the settings file that could not be used (the last good one stays)",
-            registry=own,
-        )
+        self.reload_errors = reload_errors(own)
         self.source_failures = Counter(
             "mlflow_webhook_settings_source_failures",
             "Failed calls for the settings: a list, or a watch that was refused, broke, stalled "

@@ -20,6 +20,11 @@ from collections import Counter
 SLOTS = 64
 _DRAINING, _STOPPING, _FIRST_SLOT = 0, 1, 2  # a byte each; then a byte (WorkerState) per slot
 _SYNCED = 8 * ((_FIRST_SLOT + SLOTS + 7) // 8)  # then a double (time.time()) per slot
+# Then, with a settings file: the generation the master published, and when it last found the
+# file unchanged since (sources.py, SettingsFile).
+_PUBLISHED = _SYNCED + 8 * SLOTS
+_CONFIRMED = _PUBLISHED + 8
+_SIZE = _CONFIRMED + 8
 
 
 class WorkerState(enum.IntEnum):
@@ -31,7 +36,7 @@ class WorkerState(enum.IntEnum):
 
 class RunState:
     def __init__(self) -> None:
-        self._page = mmap.mmap(-1, _SYNCED + 8 * SLOTS)
+        self._page = mmap.mmap(-1, _SIZE)
         self.mine: int | None = None  # in a worker: its own slot
 
     @property
@@ -66,11 +71,27 @@ class RunState:
         self.set(slot, WorkerState.FREE)
         struct.pack_into("d", self._page, _SYNCED + 8 * slot, 0.0)
 
-    def synced(self) -> None:
-        """This worker's settings are known to be current now (a list, a watch event or
-        bookmark, a settings file read)."""
+    def synced(self, at: float | None = None) -> None:
+        """This worker's settings are known to be current (now, or `at`: a list, a watch event
+        or bookmark, the master's look at the settings file)."""
         if self.mine is not None:
-            struct.pack_into("d", self._page, _SYNCED + 8 * self.mine, time.time())
+            struct.pack_into("d", self._page, _SYNCED + 8 * self.mine, at or time.time())
+
+    def publish(self, generation: int) -> None:
+        """The master holds this version of the settings file now."""
+        struct.pack_into("q", self._page, _PUBLISHED, generation)
+
+    @property
+    def published(self) -> int:
+        return int(struct.unpack_from("q", self._page, _PUBLISHED)[0])
+
+    def confirm(self) -> None:
+        """The master found the settings file as it was last published (or published it)."""
+        struct.pack_into("d", self._page, _CONFIRMED, time.time())
+
+    @property
+    def confirmed(self) -> float:
+        return float(struct.unpack_from("d", self._page, _CONFIRMED)[0])
 
     def settings_age(self) -> float | None:
         """Seconds since the serving worker whose settings are oldest knew them current."""

@@ -40,6 +40,7 @@ from webhook.tlscontext import ReloadingContext, not_after
 
 if TYPE_CHECKING:
     from webhook.kube import Credentials
+    from webhook.settings.sources import SettingsFile
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ class ServeOptions:
     config: Config
     cert_file: Path
     key_file: Path
-    settings_file: Path | None = None  # reloaded when it changes (None: the cluster source)
     watch_namespace: str | None = None
     host: str = "127.0.0.1"
     port: int = 8443
@@ -78,7 +78,9 @@ class Shared:
     """What the master prepared before the fork."""
 
     runstate: RunState
-    index: SettingsIndex | None  # the settings file, parsed once; None with the cluster source
+    # The settings file, as the master holds it (workers inherit the parsed index and follow
+    # its newer versions); None with the cluster source.
+    settings: SettingsFile | None = None
     # With the cluster source: read once (a kubeconfig's inline data is written to files once).
     credentials: Credentials | None = None
 
@@ -97,25 +99,27 @@ def build_app(opts: ServeOptions, shared: Shared) -> Loaded:
         lambda: metrics.certificate_expiry.set(not_after(opts.cert_file)),
     ]
 
-    def synced() -> None:
-        metrics.last_sync.set(time.time())
-        shared.runstate.synced()
+    runstate = shared.runstate
 
-    if shared.index is not None:
-        app = create_app(shared.index, opts.config, _Health(shared.runstate, _always), metrics)
-        synced()  # the master loaded the file a moment ago
-        if opts.settings_file is not None:
-            from webhook.settings.sources import FileWatcher
+    def synced(at: float | None = None) -> None:
+        metrics.last_sync.set(at or time.time())
+        runstate.synced(at)
 
-            def reloaded(ok: bool) -> None:
-                if ok:
-                    app.extensions["refresh_settings_gauges"]()
-                else:
-                    metrics.reload_errors.inc()
+    if shared.settings is not None:
+        from webhook.settings.sources import SnapshotFollower
 
-            files = FileWatcher(opts.settings_file, shared.index, reloaded, synced)
-            files.catch_up()  # before this worker serves: see FileWatcher
-            files.start()
+        index = shared.settings.index
+        app = create_app(index, opts.config, _Health(runstate, _always), metrics)
+        follower = SnapshotFollower(
+            shared.settings.snapshot,
+            index,
+            lambda: runstate.published,
+            on_reload=app.extensions["refresh_settings_gauges"],
+            # As current as the master's last look at the file, while it holds that version.
+            on_current=lambda: synced(runstate.confirmed),
+        )
+        synced(runstate.confirmed)
+        follower.start()
         return Loaded(app, _always)
     from webhook.kube import Api  # in the worker: see webhook/kube.py
     from webhook.settings.watch import ClusterWatcher
@@ -217,21 +221,29 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         self.runstate = shared.runstate
         self._load = load
         ReloadingContext(opts.cert_file, opts.key_file)  # fail now, in the master, if unusable
-        self._file = None
-        if shared.index is not None and opts.settings_file is not None:
-            from webhook.settings.sources import FileWatcher
-
-            # The workers report and count; the master only keeps its copy current.
-            self._file = FileWatcher(opts.settings_file, shared.index, report=False)
+        if shared.settings is not None:
+            self.runstate.publish(shared.settings.generation)
+            self.runstate.confirm()
         super().__init__()
 
     def master_tick(self) -> None:
-        """On the master's loop (about once a second): keep what new workers inherit current."""
-        if self._file is not None:
-            self._file.catch_up()
+        """On the master's loop (about once a second): the settings file read again if it
+        changed, a good new version published to the workers (sources.py, SettingsFile)."""
+        settings = self.shared.settings
+        if settings is None:
+            return
+        changed = settings.check()
+        if changed is False:
+            self.reload_errors.inc()
+            return
+        if changed:
+            self.runstate.publish(settings.generation)
+        self.runstate.confirm()
 
     def load_config(self) -> None:
-        from webhook.metrics import retire  # after PROMETHEUS_MULTIPROC_DIR is set
+        from webhook.metrics import reload_errors, retire  # after PROMETHEUS_MULTIPROC_DIR is set
+
+        self.reload_errors = reload_errors()  # counted by the master, which reads the file
 
         o = self.opts
         runstate = self.runstate
@@ -308,11 +320,11 @@ def _all_descriptors() -> None:
 
 def serve(
     opts: ServeOptions,
-    index: SettingsIndex | None = None,
+    settings: SettingsFile | None = None,
     load: Loader = build_app,
     credentials: Credentials | None = None,
 ) -> None:
-    """`index`: the settings file, already loaded (the workers inherit it); None to watch the
+    """`settings`: the settings file, loaded (the workers inherit it); None to watch the
     cluster, with `credentials`."""
     _setup_logging(opts.log_level)
     _all_descriptors()
@@ -327,7 +339,7 @@ def serve(
     release_free_memory()
     try:
         try:
-            server = GunicornServer(opts, Shared(RunState(), index, credentials), load)
+            server = GunicornServer(opts, Shared(RunState(), settings, credentials), load)
         except (OSError, ssl.SSLError) as e:
             raise SystemExit(f"cannot load the TLS certificate: {e}") from None
         server.run()

@@ -75,8 +75,7 @@ class SettingsIndex:
         come from Secrets."""
         self.default_namespace = default_namespace
         self.secret_names = secret_names
-        self.source_stamp: Any = None  # which version of a settings file this holds
-        self.tried_stamp: Any = None  # the last version read, held or refused
+        self.generation = 0  # which version of a settings file this holds (sources.py)
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
         self._refs_by_key: dict[Key, set[str]] = {}

@@ -1,6 +1,7 @@
 """The file source: a YAML file of MLflowSettings (the embedded default), read into a
-SettingsIndex and reloaded when it changes; the cluster source is `watch.py`. Nothing here runs
-on the admission path.
+SettingsIndex, and while a server runs, read again when it changes by the master alone, whose
+workers follow (SettingsFile, SnapshotFollower); the cluster source is `watch.py`. Nothing here
+runs on the admission path.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from webhook import KIND
-from webhook.files import FileProblem, iter_yaml
+from webhook.files import FileProblem, iter_yaml, read_text
+from webhook.scratch import private_folder, write_private
 from webhook.settings.index import Entry, SettingsIndex
 from webhook.settings.model import SettingError
 
@@ -51,11 +53,11 @@ def in_turns(items: Iterable[T], pause: Callable[[], None] | None) -> Iterator[T
             due = time.monotonic() + 0.005
 
 
-def read_file(path: Path) -> Iterator[tuple[str, Any]]:
+def read_file(path: Path, text: str | None = None) -> Iterator[tuple[str, Any]]:
     """The documents of a YAML file (items of a `kind: List` included), each with where it is,
-    one at a time (SourceError may come at any of them)."""
+    one at a time (SourceError may come at any of them). `text`: the file's, read already."""
     try:
-        for n, doc in enumerate(iter_yaml(path), 1):
+        for n, doc in enumerate(iter_yaml(path, text), 1):
             if doc is None:
                 continue
             if isinstance(doc, dict) and doc.get("kind") == "List":
@@ -84,16 +86,20 @@ def file_stamp(path: Path) -> tuple[float, int, int] | None:
     return (st.st_mtime, st.st_size, st.st_ino)
 
 
-def load_file(path: Path, index: SettingsIndex, pause: Callable[[], None] | None = None) -> None:
+def load_file(
+    path: Path,
+    index: SettingsIndex,
+    pause: Callable[[], None] | None = None,
+    text: str | None = None,
+) -> None:
     """Fills the index from a file. Every document must be a valid MLflowSetting (or a Secret or
     ConfigMap, skipped), with a name no other document has, and there must be one at least:
     anything else stops start-up with every problem named, and nothing is loaded. `pause`: see
-    `in_turns` (for a reload while serving)."""
-    stamp = file_stamp(path)  # before reading: a change meanwhile is read again later
+    `in_turns` (for a reload while serving); `text`: the file's, read already."""
     errors: list[str] = []
     entries: list[Entry] = []
     seen: dict[str, str] = {}
-    for where, obj in in_turns(read_file(path), pause):
+    for where, obj in in_turns(read_file(path, text), pause):
         if isinstance(obj, dict) and (obj.get("apiVersion"), obj.get("kind")) in COMPANIONS:
             continue
         entry = index.entry(obj, _digest(obj))
@@ -110,60 +116,86 @@ def load_file(path: Path, index: SettingsIndex, pause: Callable[[], None] | None
     if errors:
         raise SourceError(f"{path}:\n  " + "\n  ".join(errors))
     index.replace_entries(entries)
-    index.source_stamp = index.tried_stamp = stamp
 
 
-class FileWatcher:
-    """Reloads the settings file when it changes (checked every `every` seconds): a good new
-    file replaces the settings at once, a bad one is refused (with an error logged, if
-    `report`) and the last good settings stay.
+class SettingsFile:
+    """The settings file of a running server, read by one process only: the master. Each
+    version it can use is published as a generation: a private copy of exactly the text it
+    read (`snapshot`), and a number the workers follow (`SnapshotFollower`). So every worker
+    serves a version the master holds too, and a worker forked later (a crash, an OOM kill)
+    starts from the master's, the newest good one, never the one read at start; a version that
+    cannot be used is refused once, with an error logged, and the last good one stays."""
 
-    The master of the server keeps its own copy current too (`catch_up` on its loop, quietly),
-    and a worker catches up before it serves: a worker forked after a change then starts from
-    the same settings as the others, never from those the master read at start; and one forked
-    after a bad file does not try that file again (the index remembers the version tried)."""
+    def __init__(self, path: Path, index: SettingsIndex) -> None:
+        self.path, self.index = path, index
+        self.folder = private_folder("mlflow-webhook-settings-")
+        self.snapshot = self.folder / "settings.yaml"
+        self.generation = 0
+        self._stamp: tuple[float, int, int] | None = None  # the version last read
+
+    def load(self) -> None:
+        """The first version; SourceError names every problem (start-up stops)."""
+        self._read()
+
+    def check(self) -> bool | None:
+        """Reads the file if it changed: True (a new version published), False (refused),
+        None (unchanged: the settings held are the file's)."""
+        stamp = file_stamp(self.path)
+        if stamp is None or stamp == self._stamp:
+            return None
+        try:
+            self._read()
+        except SourceError as e:
+            log.error("settings file changed but cannot be used; keeping the last good one: %s", e)
+            return False
+        log.info("reloaded %d MLflowSettings from %s", len(self.index), self.path)
+        return True
+
+    def _read(self) -> None:
+        self._stamp = file_stamp(self.path)  # before reading: a change meanwhile is read again
+        try:
+            text = read_text(self.path)
+        except FileProblem as e:
+            raise SourceError(str(e)) from None
+        load_file(self.path, self.index, text=text)
+        write_private(self.snapshot, text.encode())
+        self.generation += 1
+        self.index.generation = self.generation
+
+
+class SnapshotFollower:
+    """A worker's side of SettingsFile: every `every` seconds, loads the master's newest
+    snapshot if the index holds an older generation (in 5 ms turns between requests)."""
 
     def __init__(
         self,
-        path: Path,
+        snapshot: Path,
         index: SettingsIndex,
-        on_reload: Callable[[bool], None] = lambda _ok: None,
-        on_sync: Callable[[], None] = lambda: None,
-        every: float = 1.0,
-        report: bool = True,
+        published: Callable[[], int],
+        on_reload: Callable[[], None] = lambda: None,
+        on_current: Callable[[], None] = lambda: None,
+        every: float = 0.5,
     ) -> None:
-        self.path, self.index, self.every, self.report = path, index, every, report
-        self.on_reload = on_reload  # a changed file was loaded (True) or refused (False)
-        self.on_sync = on_sync  # the settings held are the file's current ones
+        self.snapshot, self.index, self.published = snapshot, index, published
+        self.on_reload, self.on_current, self.every = on_reload, on_current, every
         self._thread = threading.Thread(target=self._run, name="settings-file", daemon=True)
 
-    def start(self) -> FileWatcher:
+    def start(self) -> SnapshotFollower:
         self._thread.start()
         return self
-
-    def catch_up(self, pause: Callable[[], None] | None = None) -> None:
-        """Reads the file if it changed since the version the index holds was read (or since
-        a bad version was refused). `pause`: see `in_turns`."""
-        stamp = file_stamp(self.path)
-        if stamp is not None and stamp != self.index.tried_stamp:
-            self.index.tried_stamp = stamp
-            try:
-                load_file(self.path, self.index, pause)
-            except SourceError as e:
-                if self.report:
-                    log.error(
-                        "settings file changed but cannot be used; keeping the last good one: %s",
-                        e,
-                    )
-                self.on_reload(False)
-            else:
-                if self.report:
-                    log.info("reloaded %d MLflowSettings from %s", len(self.index), self.path)
-                self.on_reload(True)
-        if stamp is not None and stamp == self.index.source_stamp:
-            self.on_sync()
 
     def _run(self) -> None:
         while True:
             time.sleep(self.every)
-            self.catch_up(yield_to_requests)
+            generation = self.published()
+            if generation == self.index.generation:
+                self.on_current()
+                continue
+            try:  # (a newer snapshot may be read than its number says: read again next time)
+                load_file(self.snapshot, self.index, yield_to_requests)
+            except SourceError as e:  # the master checked it: only a broken disk gets here
+                log.error("cannot read the settings the master published: %s", e)
+                continue
+            self.index.generation = generation
+            self.on_reload()
+            self.on_current()
