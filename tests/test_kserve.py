@@ -206,7 +206,7 @@ def test_the_pod_is_the_same_whichever_webhook_the_api_server_calls_first(
 
     review = pod_review(ours_first, namespace=SERVING)
     answer = requests.post(
-        f"{installed.webhook.url}/mutate", json=review, verify=installed.ca_file, timeout=10
+        f"{installed.webhook.url}/mutate", json=review, verify=installed.trusted_ca(), timeout=10
     ).json()["response"]
     assert answer["allowed"] and "patch" not in answer
     for name in ("order-a", "order-b"):
