@@ -24,19 +24,43 @@ ANNOTATION_MODEL_VOLUME_SIZE = PREFIX + "model-volume-size"
 
 
 QUANTITY = rules.compiled(rules.QUANTITY)
+# A label value Kubernetes accepts (anything else is refused by the API server after admission)
+# and a label name.
+LABEL_VALUE = rules.compiled(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+LABEL_KEY = rules.compiled(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
 
 
 class ConfigError(ValueError):
     """The configuration file cannot be used; the message names the field."""
 
 
+# In a pod-kind selector, a label's value that means "the pod has this label, whatever its
+# value" (no label value can be `*`).
+ANY_VALUE = "*"
+
+
 @dataclass(frozen=True)
 class PodKinds:
-    """Label selectors (matchLabels, any of the list) that say which kind a pod is."""
+    """Label selectors (each a map of label to value, or to ANY_VALUE; any of the list) that say
+    which kind a pod is. A pod of one of these kinds is served with no group label too: it gets
+    its namespace's setting, if there is one. The defaults cover PrimeHub, JupyterHub's
+    KubeSpawner (whose pods PrimeHub's are), Kubeflow's notebooks and Training Operator, KServe."""
 
-    notebook: tuple[Labels, ...] = ({"component": "singleuser-server"},)
-    job: tuple[Labels, ...] = ({"app": "primehub-job"},)
-    deployment: tuple[Labels, ...] = ({"app": "primehub-deployment"},)
+    notebook: tuple[Labels, ...] = (
+        {"component": "singleuser-server"},  # JupyterHub's KubeSpawner (PrimeHub's notebooks)
+        {"notebook-name": ANY_VALUE},  # Kubeflow's notebook controller
+    )
+    job: tuple[Labels, ...] = (
+        {"app": "primehub-job"},
+        {"training.kubeflow.org/job-name": ANY_VALUE},  # Kubeflow's Training Operator
+    )
+    deployment: tuple[Labels, ...] = (
+        {"app": "primehub-deployment"},
+        {"serving.kserve.io/inferenceservice": ANY_VALUE},  # KServe's predictors
+    )
     exclude: tuple[Labels, ...] = ({"app": "primehub-app"},)
 
 
@@ -100,6 +124,15 @@ def _selectors(raw: Any, where: str) -> tuple[Labels, ...]:
         isinstance(s, dict) and s and all(isinstance(v, str) for v in s.values()) for s in raw
     ):
         raise ConfigError(f"{where}: expected a list of non-empty label maps (string values)")
+    for i, selector in enumerate(raw):
+        for key, value in selector.items():
+            if not LABEL_KEY.fullmatch(str(key)):
+                raise ConfigError(f"{where}[{i}]: {str(key)[:80]!r} is not a label name")
+            if value != ANY_VALUE and (len(value) > 63 or not LABEL_VALUE.fullmatch(value)):
+                raise ConfigError(
+                    f"{where}[{i}].{key}: {value[:80]!r} is not a label value (or {ANY_VALUE!r}: "
+                    "any value)"
+                )
     return tuple({str(k): v for k, v in s.items()} for s in raw)
 
 

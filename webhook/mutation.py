@@ -13,6 +13,7 @@ from webhook.inject import Denied, mutate
 from webhook.patch import Op, make_patch
 from webhook.pods import PodKind, classify, kind_of
 from webhook.settings.index import Problem, SettingsIndex
+from webhook.settings.model import NAMESPACE_KEY
 
 
 @dataclass
@@ -34,19 +35,27 @@ def decide(pod: dict[str, Any], namespace: str, index: SettingsIndex, config: Co
         return Decision(True, "ignored")
     decision = Decision(True, "unchanged", kind=target.kind, group=target.group)
     resolved = index.lookup(namespace, target.group_key) if target.group_key else None
+    if resolved is None and not target.label_error:  # the namespace's setting, if any
+        resolved = index.lookup(namespace, NAMESPACE_KEY)
     if resolved is None or isinstance(resolved, Problem):
         if target.label_error:
             why = target.label_error
-        elif not target.group_key:
-            why = f"it has no group label ({config.escaped_group_label} or {config.group_label})"
-        elif resolved is None:
-            why = f"no MLflowSetting for group {target.group!r} in namespace {namespace!r}"
-        else:
+        elif resolved is not None:
             why = resolved.message
+        elif not target.group_key:
+            why = (
+                f"it has no group label ({config.escaped_group_label} or {config.group_label}), "
+                f"and namespace {namespace!r} has no MLflowSetting without a group"
+            )
+        else:
+            why = (
+                f"no MLflowSetting for group {target.group!r} in namespace {namespace!r}, nor "
+                "one without a group for the whole namespace"
+            )
         return _unserved(decision, why, config)
     decision.setting = resolved.ref
     try:
-        new, decision.warnings = mutate(pod, target.kind, resolved, config)
+        new, decision.warnings = mutate(pod, target, resolved, config, namespace)
     except Denied as e:
         decision.allowed, decision.outcome = False, "denied"
         decision.message = f"mlflow webhook: {e}"

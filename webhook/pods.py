@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from webhook.config import ANNOTATION_INJECT, ANNOTATION_MODEL_URI, Config, Labels
+from webhook.config import (
+    ANNOTATION_INJECT,
+    ANNOTATION_MODEL_URI,
+    ANY_VALUE,
+    LABEL_VALUE,
+    Config,
+    Labels,
+)
 from webhook.groups import escape_group, group_name
 
 
@@ -18,9 +24,6 @@ class PodKind(StrEnum):
     OTHER = "other"  # opted in with the group label
     NONE = "none"  # not ours
 
-
-# A label value Kubernetes accepts; anything else is refused by the API server after admission.
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 # A registered MLflow model (or logged model): the only URIs this project copies.
 MODEL_SCHEME = "models:/"
@@ -76,10 +79,25 @@ class Target:
     label_error: str = ""  # why the group label cannot be used
 
 
+def _selects(selector: Labels, labels: Labels) -> bool:
+    return all(
+        (key in labels) if value == ANY_VALUE else labels.get(key) == value
+        for key, value in selector.items()
+    )
+
+
 def _matches(labels: Labels, selectors: tuple[Labels, ...]) -> bool:
-    """Some selector's labels are all among the pod's (a subset test of the items, in C)."""
-    items = labels.items()
-    return any(s.items() <= items for s in selectors)
+    """Some selector matches: each of its labels the pod has with that value (any value for
+    ANY_VALUE)."""
+    return any(_selects(s, labels) for s in selectors)
+
+
+def _opted_in(annotations: dict[str, Any]) -> bool:
+    return str(annotations.get(ANNOTATION_INJECT, "")).lower() == "true"
+
+
+def _opted_out(annotations: dict[str, Any]) -> bool:
+    return str(annotations.get(ANNOTATION_INJECT, "")).lower() == "false"
 
 
 def kind_of(pod: dict[str, Any], config: Config) -> PodKind:
@@ -89,7 +107,7 @@ def kind_of(pod: dict[str, Any], config: Config) -> PodKind:
     kinds = config.pod_kinds
     if _matches(labels, kinds.exclude):
         return PodKind.NONE
-    if _has_group(labels, config) and wants_model(pod):
+    if wants_model(pod):
         return PodKind.DEPLOYMENT  # of whichever platform (PrimeHub, KServe, our annotation)
     if _matches(labels, kinds.deployment):
         return PodKind.DEPLOYMENT
@@ -97,13 +115,27 @@ def kind_of(pod: dict[str, Any], config: Config) -> PodKind:
         return PodKind.NOTEBOOK
     if _matches(labels, kinds.job):
         return PodKind.JOB
-    if config.group_label in labels:
+    if config.group_label in labels or _opted_in(meta.get("annotations") or {}):
         return PodKind.OTHER
     return PodKind.NONE
 
 
 def _has_group(labels: Labels, config: Config) -> bool:
     return config.escaped_group_label in labels or config.group_label in labels
+
+
+def _served(pod: dict[str, Any], config: Config) -> bool:
+    """A pod the webhook has something for: one of a group, of a served kind (it may get its
+    namespace's setting), opted in, or needing a model copied in."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    kinds = config.pod_kinds
+    return (
+        _has_group(labels, config)
+        or any(_matches(labels, s) for s in (kinds.deployment, kinds.notebook, kinds.job))
+        or _opted_in(meta.get("annotations") or {})
+        or wants_model(pod)
+    )
 
 
 class Route(StrEnum):
@@ -118,12 +150,11 @@ def route(pod: dict[str, Any], config: Config) -> Route | None:
     as the CEL matchConditions of the webhook configuration (a test holds them equal)."""
     meta = pod.get("metadata") or {}
     labels = meta.get("labels") or {}
-    annotations = meta.get("annotations") or {}
-    if str(annotations.get(ANNOTATION_INJECT, "")).lower() == "false":
+    if _opted_out(meta.get("annotations") or {}):
         return None
     if _matches(labels, config.pod_kinds.exclude):
         return None
-    if not _has_group(labels, config):
+    if not _served(pod, config):
         return None
     return Route.MODEL if wants_model(pod) else Route.POD
 
@@ -131,8 +162,7 @@ def route(pod: dict[str, Any], config: Config) -> Route | None:
 def classify(pod: dict[str, Any], config: Config) -> Target | None:
     """The pod's kind and group, or None when the webhook must leave it alone (no warning)."""
     meta = pod.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
-    if str(annotations.get(ANNOTATION_INJECT, "")).lower() == "false":
+    if _opted_out(meta.get("annotations") or {}):
         return None
     kind = kind_of(pod, config)
     if kind is PodKind.NONE:
@@ -144,7 +174,7 @@ def classify(pod: dict[str, Any], config: Config) -> Target | None:
         value = labels.get(label)
         if not value:
             continue
-        if len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
+        if len(value) > 63 or not LABEL_VALUE.fullmatch(value):
             # Checked before any other work: no cache ever holds such a value.
             return Target(kind, "", "", f"its label {label} is not a valid label value")
         if plain:

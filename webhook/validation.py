@@ -32,10 +32,14 @@ def judge_setting(obj: Any, namespace: str, index: SettingsIndex) -> Verdict:
         return Verdict(False, str(e))
     others = index.claimants(setting.namespace, setting.group_key) - {setting.ref}
     if others:
+        what = (
+            f"namespace {setting.namespace} has a setting with no group already"
+            if setting.group is None
+            else f"group {setting.group!r} is already claimed in namespace {setting.namespace}"
+        )
         return Verdict(
             False,
-            f"{KIND} {setting.ref}: spec.group: group {setting.group!r} is already claimed in "
-            f"namespace {setting.namespace} by {', '.join(sorted(others))}; change that one "
-            "instead, or delete it first",
+            f"{KIND} {setting.ref}: spec.group: {what} by {', '.join(sorted(others))}; change "
+            "that one instead, or delete it first",
         )
     return Verdict(True)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds kube-apiserver and etcd from the Go module proxy, once per version, envexpand (the
 # kubelet's env expansion, for the pod runner) from the same pinned k8s.io/kubernetes, and
-# promrules (Prometheus's own rule loading, for the monitoring manifests), and KServe's
-# InferenceService controller and webhooks (kserve-manager, for the KServe tests).
+# promrules (Prometheus's own rule loading, for the monitoring manifests), KServe's
+# InferenceService controller and webhooks (kserve-manager, for the KServe tests), and Kubeflow's
+# Training Operator (its own main package: a module without replaces installs as it is).
 # Binaries are cached outside the repository in $CONTROLPLANE_CACHE (default
 # ~/.cache/primehub-mlflow-webhook/controlplane/<component>-<version>/); prints the bin dir.
 set -euo pipefail
@@ -15,6 +16,8 @@ kube_version=$(modver k8s.io/kubernetes "$here/kube-apiserver/go.mod")
 etcd_version=$(modver go.etcd.io/etcd/server/v3 "$here/etcd/go.mod")
 prometheus_version=$(modver github.com/prometheus/prometheus "$here/promrules/go.mod")
 kserve_version=$(modver github.com/kserve/kserve "$here/kserve/go.mod")
+training_module=github.com/kubeflow/training-operator
+training_version=v1.8.1
 
 build() { # name version dir ldflags
   local out="$cache/$1-$2"
@@ -35,10 +38,21 @@ build kube-apiserver "$kube_version" "$here/kube-apiserver" "$kv"
 build envexpand "$kube_version" "$here/envexpand" ""
 build promrules "$prometheus_version" "$here/promrules" ""
 build kserve-manager "$kserve_version" "$here/kserve" ""
+out="$cache/training-operator-$training_version"
+if [ ! -x "$out/training-operator.v1" ]; then
+  start=$SECONDS
+  echo "building training-operator $training_version (cold build: minutes) ..." >&2
+  mkdir -p "$out.tmp"
+  GOBIN="$out.tmp" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+    "$training_module/cmd/training-operator.v1@$training_version"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  echo "built training-operator $training_version in $((SECONDS - start)) s" >&2
+fi
 mkdir -p "$cache/bin"
 ln -sf "$cache/etcd-$etcd_version/etcd" "$cache/bin/etcd"
 ln -sf "$cache/kube-apiserver-$kube_version/kube-apiserver" "$cache/bin/kube-apiserver"
 ln -sf "$cache/envexpand-$kube_version/envexpand" "$cache/bin/envexpand"
 ln -sf "$cache/promrules-$prometheus_version/promrules" "$cache/bin/promrules"
 ln -sf "$cache/kserve-manager-$kserve_version/kserve-manager" "$cache/bin/kserve-manager"
+ln -sf "$out/training-operator.v1" "$cache/bin/training-operator"
 echo "$cache/bin"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CRDs of the projects our overlays use, as those projects ship them inside their Go modules
 # (fetched from the Go module proxy, like the control plane): cert-manager's, the Prometheus
-# operator's and KServe's. Cached in $CRDS_CACHE (default ~/.cache/primehub-mlflow-webhook/crds/);
+# operator's, KServe's and Kubeflow's Training Operator's. Cached in $CRDS_CACHE (default ~/.cache/primehub-mlflow-webhook/crds/);
 # prints the folder, which holds one file per CRD, and in other/ KServe's other objects.
 set -euo pipefail
 cache=${CRDS_CACHE:-$HOME/.cache/primehub-mlflow-webhook/crds}
@@ -10,6 +10,7 @@ modules=(
   "github.com/prometheus-operator/prometheus-operator@v0.85.0 example/prometheus-operator-crd monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml"
   "github.com/kserve/kserve@v0.20.0 config/crd/full serving.kserve.io_inferenceservices.yaml serving.kserve.io_clusterservingruntimes.yaml serving.kserve.io_servingruntimes.yaml"
   "github.com/kserve/kserve@v0.20.0 config/crd/full/clusterstoragecontainer serving.kserve.io_clusterstoragecontainers.yaml"
+  "github.com/kubeflow/training-operator@v1.8.1 manifests/base/crds kubeflow.org_pytorchjobs.yaml"
 )
 # And what KServe's manager needs besides its CRDs (tests/kserve.py), from the same module:
 # its ConfigMap, the MLServer runtime (modelFormat mlflow), its webhook configurations.

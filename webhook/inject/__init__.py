@@ -10,11 +10,12 @@ import marshal
 from typing import Any
 
 from webhook.config import ANNOTATION_INJECTED, Config
-from webhook.inject.env import container_env_plan, inject_container_env
+from webhook.inject.env import EnvGroup, container_env_plan, inject_container_env
 from webhook.inject.errors import Denied
 from webhook.inject.model_init import add_model_init
 from webhook.inject.mounts import mount_setting_volumes
-from webhook.pods import PodKind
+from webhook.inject.run_context import run_context
+from webhook.pods import PodKind, Target
 from webhook.settings.model import MLflowSetting
 
 Pod = dict[str, Any]
@@ -29,7 +30,7 @@ def clone(obj: Pod) -> Pod:
 
 
 def mutate(
-    pod: Pod, kind: PodKind, setting: MLflowSetting, config: Config
+    pod: Pod, target: Target, setting: MLflowSetting, config: Config, namespace: str
 ) -> tuple[Pod, list[str]]:
     """A new pod with the setting injected, and warnings for its owner; raises Denied when the
     pod must not start."""
@@ -38,10 +39,11 @@ def mutate(
     spec = clone(pod.get("spec") or {})
     new = {**pod, "metadata": dict(pod.get("metadata") or {}), "spec": spec}
     annotations = new["metadata"].get("annotations") or {}
-    if kind is PodKind.DEPLOYMENT:
+    if target.kind is PodKind.DEPLOYMENT:
         warnings = add_model_init(new, setting, config)
     else:
-        plan = container_env_plan(setting, config)
+        who = EnvGroup((run_context(pod, target, namespace),), ())
+        plan = (*container_env_plan(setting, config), who)
         for container in spec.get("containers") or []:
             inject_container_env(container, plan)
         warnings = mount_setting_volumes(

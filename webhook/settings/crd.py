@@ -186,7 +186,7 @@ def model_init_properties() -> Schema:
 def spec_schema() -> Schema:
     return {
         "type": "object",
-        "required": ["group", "trackingUri"],
+        "required": ["trackingUri"],
         "x-kubernetes-validations": [
             _rule(
                 "!has(self.caBundle) || !has(self.trackingEnv) || !self.trackingEnv.exists(e, "
@@ -211,17 +211,20 @@ def spec_schema() -> Schema:
             {
                 # model.primehub_group_volume: project-<group lower-cased, _ as ->
                 "rule": "!has(self.artifactVolume) || !has(self.artifactVolume.groupVolume) || "
-                "!self.artifactVolume.groupVolume || (size(self.group) <= 245 && ('project-' + "
-                f"self.group.lowerAscii().replace('_', '-')).matches({_cel_str(rules.DNS1123)}))",
-                "message": "the group's name gives a claim name (project-<group>) that Kubernetes "
-                "refuses; set claimName and mountPath instead",
+                "!self.artifactVolume.groupVolume || (has(self.group) && size(self.group) <= 245 "
+                "&& ('project-' + self.group.lowerAscii().replace('_', '-')).matches("
+                f"{_cel_str(rules.DNS1123)}))",
+                "message": "groupVolume needs a group whose name gives a claim name "
+                "(project-<group>) that Kubernetes takes; set claimName and mountPath instead",
                 "fieldPath": ".artifactVolume.groupVolume",
             },
         ],
         "properties": {
             "group": {
                 **_string(256, min_length=1),
-                "description": "The group's name as people know it (e.g. Research_Team).",
+                "description": "The group's name as people know it (e.g. Research_Team). Without "
+                "it, the setting is the namespace's: for every pod of a served kind in the "
+                "namespace whose group has no setting of its own (at most one per namespace).",
                 "x-kubernetes-validations": [
                     _rule(f"self.matches({_cel_str(rules.NOT_BLANK)})", "must not be blank")
                 ],

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook import KIND
-from webhook.groups import escape_group
+from webhook.groups import escape_group, group_name
 from webhook.memory import release_free_memory
-from webhook.settings.model import MLflowSetting, SettingError, parse_setting
+from webhook.settings.model import NAMESPACE_KEY, MLflowSetting, SettingError, parse_setting
 from webhook.settings.rules import LOGIN_NAMES
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,16 @@ class Readiness:
     reason: str  # Valid, Invalid or Conflict
     message: str
     current: Any
+
+
+def _claim(key: Key | None) -> str:
+    """What a key stands for, in words."""
+    if key is None:
+        return "nothing"
+    namespace, group = key
+    if group == NAMESPACE_KEY:
+        return f"namespace {namespace} (a setting with no group)"
+    return f"group {group_name(group)!r} in namespace {namespace}"
 
 
 def _ref(obj: Any, default_namespace: str) -> str:
@@ -104,11 +114,16 @@ class SettingsIndex:
             claims = (setting.namespace, setting.group_key)
             return Entry(ref, claims, setting, generation, status, version)
         except SettingError as error:
-            # Still file the error under its group, if it names one, so its pods hear about it.
+            # Still file the error under its group (or its namespace, when it names no group),
+            # so its pods hear about it.
             spec = obj.get("spec") if isinstance(obj, dict) else None
-            group = spec.get("group") if isinstance(spec, dict) else None
+            group = spec.get("group", NAMESPACE_KEY) if isinstance(spec, dict) else None
             namespace = ref.split("/", 1)[0]
-            key = (namespace, escape_group(group)) if isinstance(group, str) and group else None
+            key: Key | None = None
+            if group == NAMESPACE_KEY:
+                key = (namespace, NAMESPACE_KEY)
+            elif isinstance(group, str) and group:
+                key = (namespace, escape_group(group))
             return Entry(ref, key, error, generation, status, version)
 
     def lookup(self, namespace: str, group_key: str) -> Resolved | None:
@@ -139,11 +154,11 @@ class SettingsIndex:
                 verdict = (
                     False,
                     "Conflict",
-                    f"group {entry.value.group!r} is also claimed by {', '.join(others)}: "
+                    f"{_claim(entry.key)} is also claimed by {', '.join(others)}: "
                     "its pods get none of them until all but one are deleted",
                 )
             else:
-                verdict = (True, "Valid", f"serving group {entry.value.group!r}")
+                verdict = (True, "Valid", f"serving {entry.value.scope}")
             out.append(Readiness(ref, entry.generation, *verdict, entry.status))
         return out
 
@@ -201,16 +216,15 @@ class SettingsIndex:
     def _resolve(key: Key, refs: set[str], entries: dict[str, Entry]) -> Resolved:
         if len(refs) > 1:
             names = ", ".join(sorted(refs))
-            log.error(
-                "%d %ss claim group %s in namespace %s: %s", len(refs), KIND, key[1], key[0], names
-            )
+            log.error("%d %ss claim %s: %s", len(refs), KIND, _claim(key), names)
             return Problem(
-                f"{len(refs)} {KIND}s claim this group in namespace {key[0]} ({names}); "
-                "an admin must delete all but one"
+                f"{len(refs)} {KIND}s claim {_claim(key)} ({names}); an admin must delete all "
+                "but one"
             )
         value = entries[next(iter(refs))].value
         if isinstance(value, SettingError):
-            return Problem(f"the group's setting is invalid: {value}")
+            whose = "the namespace's" if key[1] == NAMESPACE_KEY else "the group's"
+            return Problem(f"{whose} setting is invalid: {value}")
         return value
 
     @staticmethod

@@ -15,6 +15,9 @@ from webhook.settings.crd import spec_schema
 from webhook.settings.rules import LOGIN_NAMES
 
 EnvVar = dict[str, Any]
+# The index key of a namespace's setting (one that names no group): a group's key always starts
+# with "escaped-" (groups.py).
+NAMESPACE_KEY = ""
 EnvFromSource = dict[str, Any]
 
 _DNS1123 = rules.compiled(rules.DNS1123)
@@ -65,7 +68,7 @@ NO_OVERRIDE = ModelInitOverride()  # shared: most settings have none (10,000 cop
 class MLflowSetting:
     namespace: str
     name: str
-    group: str
+    group: str | None  # None: the namespace's setting (for pods whose group has none)
     tracking_uri: str
     ui_url: str | None = None
     tracking_env: tuple[EnvVar, ...] = ()
@@ -82,7 +85,14 @@ class MLflowSetting:
 
     @property
     def group_key(self) -> str:
-        return escape_group(self.group)
+        return NAMESPACE_KEY if self.group is None else escape_group(self.group)
+
+    @property
+    def scope(self) -> str:
+        """Whom it serves, in words for messages."""
+        if self.group is None:
+            return f"namespace {self.namespace} (pods whose group has no setting of its own)"
+        return f"group {self.group!r}"
 
 
 class _Checker:
@@ -152,7 +162,9 @@ def primehub_group_volume(group: str) -> tuple[str, str]:
     return f"project-{g}", f"/project/{g}"
 
 
-def _artifact_volume(c: _Checker, av: dict[str, Any] | None, group: str) -> ArtifactVolume | None:
+def _artifact_volume(
+    c: _Checker, av: dict[str, Any] | None, group: str | None
+) -> ArtifactVolume | None:
     if av is None:
         return None
     where = "spec.artifactVolume"
@@ -160,6 +172,12 @@ def _artifact_volume(c: _Checker, av: dict[str, Any] | None, group: str) -> Arti
     if av.get("groupVolume") is not None:
         if av["groupVolume"] is not True or claim is not None or mount is not None:
             raise c.fail(where, "must be {groupVolume: true} alone, or claimName and mountPath")
+        if group is None:
+            raise c.fail(
+                f"{where}.groupVolume",
+                "a namespace's setting (no group) has no group volume: set claimName and "
+                "mountPath instead",
+            )
         derived, path = primehub_group_volume(group)
         if len(derived) > 253 or not _DNS1123.fullmatch(derived):
             raise c.fail(
@@ -225,8 +243,8 @@ def parse_setting(
         schema.check(spec, SPEC_SCHEMA, "spec")
     except schema.SchemaProblem as problem:
         raise c.fail(problem.path, str(problem)) from None
-    group: str = spec["group"]
-    if not rules.matches(rules.NOT_BLANK, group):
+    group: str | None = spec.get("group")
+    if group is not None and not rules.matches(rules.NOT_BLANK, group):
         raise c.fail("spec.group", "must not be blank")
     tracking_uri = c.url(spec["trackingUri"], "spec.trackingUri", rules.TRACKING_URI)
     ui_url = c.url(spec.get("uiUrl"), "spec.uiUrl", rules.UI_URL)
