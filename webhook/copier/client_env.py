@@ -20,7 +20,8 @@ def tracking_uri_problem() -> str | None:
         return (
             "MLFLOW_TRACKING_URI is not set: this pod got no MLflow setting (is its namespace "
             "labelled mlflow.primehub.io/injection=enabled? does `kubectl get mlflowsettings` "
-            "there show the group READY? is the webhook running?)"
+            "there show its group's setting, or one with no group, READY? is the webhook "
+            "running?)"
         )
     if not rules.matches(_REACHABLE_URI, tracking_uri):
         return (
