@@ -110,7 +110,7 @@ def test_a_run_started_in_the_notebook_says_who_started_it(
         spawned(clients, "kubespawner-7", "dana", team, None), team, dry_run=True
     )
     env = resolve_env(stored.json()["spec"]["containers"][0], [])
-    script = "import mlflow\nwith mlflow.start_run() as run:\n    print(run.info.run_id)\n"
+    script = "import mlflow\nwith mlflow.start_run() as run:\n    print('run', run.info.run_id)\n"
     done = subprocess.run(
         [sys.executable, "-c", script],
         env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env, "USER": "jovyan"},
@@ -121,7 +121,8 @@ def test_a_run_started_in_the_notebook_says_who_started_it(
     assert done.returncode == 0, done.stderr
     from mlflow import MlflowClient
 
-    run = MlflowClient(tracking_uri=stores.mlflow.url).get_run(done.stdout.split()[-1])
+    run_id = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("run "))
+    run = MlflowClient(tracking_uri=stores.mlflow.url).get_run(run_id)
     tags = run.data.tags
     assert tags["mlflow.user"] == "dana"
     assert tags["mlflow.primehub.io/namespace"] == team

@@ -133,10 +133,12 @@ def test_the_namespace_s_setting_says_so_in_its_status_and_in_kubectl_get(
 
     message = wait_until(ready, 30, "the status")
     assert message == f"serving namespace {team} (pods whose group has no setting of its own)"
-    listed = installed.cp.kubectl("get", "mlflowsettings", "-n", team).stdout
-    row = next(line for line in listed.splitlines() if line.startswith("everyone"))
-    assert row.split()[1] == "<none>"  # no group
-    assert "vision" in listed and GROUP in listed
+    listed = installed.cp.kubectl("get", "mlflowsettings", "-n", team).stdout.splitlines()
+    header = listed[0]
+    group = slice(header.index("GROUP"), header.index("TRACKING URI"))
+    rows = {line.split()[0]: line for line in listed[1:]}
+    assert rows["everyone"][group].strip() == ""  # GROUP blank: the namespace's setting
+    assert rows["vision"][group].strip() == GROUP
 
 
 def test_a_model_deployment_of_a_team_gets_its_model_from_the_namespace_s_setting(
