@@ -406,7 +406,7 @@ def test_a_setting_the_judges_accept_makes_no_pod_of_its_group_one_the_api_serve
             group = parse_setting(obj, "hub").group
         except SettingError:
             continue
-        if not re.fullmatch(r"[A-Za-z0-9]([-\w.]{0,61}[A-Za-z0-9])?", group):
+        if group is not None and not re.fullmatch(r"[A-Za-z0-9]([-\w.]{0,61}[A-Za-z0-9])?", group):
             continue  # not a label value: no pod can name the group
         counts["settings"] += 1
         index = SettingsIndex()
@@ -414,7 +414,8 @@ def test_a_setting_the_judges_accept_makes_no_pod_of_its_group_one_the_api_serve
         client = create_app(index, Config(), None, Metrics()).test_client()
         for pod in copy.deepcopy(pods):
             pod["metadata"]["labels"].pop("primehub.io/group")
-            pod["metadata"]["labels"]["mlflow.primehub.io/group"] = group
+            if group is not None:  # (none: the namespace's setting, for pods of no group)
+                pod["metadata"]["labels"]["mlflow.primehub.io/group"] = group
             pod["metadata"] |= {"name": f"p-{n}", "namespace": quiet}
             sent = installed.create(pod, quiet, dry_run=True).json()
             patched = patched_by_mutate(client, sent, "hub")
@@ -1006,7 +1007,20 @@ def test_the_api_server_routes_pods_as_the_webhook_would(installed: Installed, q
                 assert f'failed calling webhook "{expected.value}.mlflow.primehub.io"' in (
                     reply.json().get("message", "")
                 ), (what, expected, reply.text)
-        routed_like_the_rules(installed, Config(), namespace, quiet)
+        routed_like_the_rules(installed, Config(), namespace, quiet, without_some_labels)
+
+
+def without_some_labels(pod: dict[str, Any], rng: random.Random) -> None:
+    """Pods with no group label (a team's namespace: served by their kind, or not at all), and
+    pods with no label at all."""
+    labels = pod["metadata"].get("labels")
+    if not isinstance(labels, dict) or rng.random() > 0.4:
+        return
+    if rng.random() < 0.5:
+        pod["metadata"]["labels"] = {}
+    else:
+        for key in ("primehub.io/group", "mlflow.primehub.io/group"):
+            labels.pop(key, None)
 
 
 def test_a_configuration_of_its_own_routes_as_its_rules_do(

@@ -95,7 +95,8 @@ def test_a_target_that_gets_nothing_is_warned(client: FlaskClient) -> None:
     assert answer["allowed"] and "patch" not in answer
     assert answer["warnings"] == [
         "mlflow webhook: MLflow settings not injected: no MLflowSetting for group "
-        "'Research_Team' in namespace 'elsewhere'"
+        "'Research_Team' in namespace 'elsewhere', nor one without a group for the whole "
+        "namespace"
     ]
 
 
@@ -242,7 +243,7 @@ def test_metrics_count_by_outcome_and_kind(client: FlaskClient) -> None:
         in text
     )
     assert "mlflow_webhook_admission_duration_seconds_count 2.0" in text
-    assert "mlflow_webhook_settings_loaded 9.0" in text
+    assert "mlflow_webhook_settings_loaded 11.0" in text  # tests/golden/settings.yaml
     assert "mlflow_webhook_settings_invalid 1.0" in text
     assert "mlflow_webhook_settings_conflicts 1.0" in text  # dup-a and dup-b
 

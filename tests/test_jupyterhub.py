@@ -67,26 +67,25 @@ def spawned(clients: Path, line: str, user: str, namespace: str, group: str | No
 def test_a_primehub_notebook_gets_its_group_s_setting(
     installed: Installed, clients: Path, line: str
 ) -> None:
-    pod = spawned(clients, line, "alice", "hub", "Research_Team")
-    stored = installed.created(pod, "hub")
+    pod = spawned(clients, line, "ada", "hub", "Research_Team")
+    stored = installed.create(pod, "hub", dry_run=True).json()
     assert stored["metadata"]["annotations"][INJECTED] == "hub/research-team"
     env = env_of(stored["spec"]["containers"][0])
     assert env["MLFLOW_TRACKING_URI"] == "https://mlflow.research.example.com"
-    assert env["JUPYTERHUB_USER"] == "alice"  # KubeSpawner's own, kept
+    assert env["JUPYTERHUB_USER"] == "ada"  # KubeSpawner's own, kept
     tags = json.loads(env["MLFLOW_RUN_CONTEXT"])
-    assert tags["mlflow.user"] == "alice"
+    assert tags["mlflow.user"] == "ada"
     assert tags["mlflow.primehub.io/group"] == "Research_Team"
-    installed.cp.request("DELETE", f"/api/v1/namespaces/hub/pods/{stored['metadata']['name']}")
 
 
 @pytest.mark.parametrize("line", LINES)
 def test_a_team_notebook_without_a_group_gets_the_namespace_s_setting(
     installed: Installed, clients: Path, team: str, stores: Stores, line: str
 ) -> None:
-    stored = installed.created(spawned(clients, line, "bob", team, None), team)
+    pod = spawned(clients, line, "bob", team, None)
+    stored = installed.create(pod, team, dry_run=True).json()
     assert stored["metadata"]["annotations"][INJECTED] == f"{team}/everyone"
     assert env_of(stored["spec"]["containers"][0])["MLFLOW_TRACKING_URI"] == stores.mlflow.url
-    installed.cp.request("DELETE", f"/api/v1/namespaces/{team}/pods/{stored['metadata']['name']}")
 
 
 def test_a_group_s_own_setting_wins_over_the_namespace_s(
