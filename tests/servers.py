@@ -1,5 +1,6 @@
-"""Real MLflow tracking servers and a real S3-compatible server (moto) on 127.0.0.1, for the
-copy-artifacts tests. Started once per test session by the fixtures in conftest.py."""
+"""Real MLflow tracking servers and real S3-compatible servers on 127.0.0.1, for the
+copy-artifacts tests: moto (started once per test session by the fixtures in conftest.py), and
+gofakes3 (tests/controlplane/build.sh), which sends fast enough for a copy of gigabytes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from tests.procs import free_port, running, wait_until
+from tests.procs import BIN, free_port, running, wait_until
 
 MLFLOW_BIN = Path(
     os.environ.get("MLFLOW_SERVER_BIN")
@@ -56,6 +57,22 @@ def moto_server(tmp: Path) -> Iterator[S3]:
 
         boto3.client("s3", endpoint_url=url, **_boto_kwargs()).create_bucket(Bucket="mlflow")
         yield S3(url, "mlflow")
+
+
+@contextlib.contextmanager
+def gofakes3_server(tmp: Path) -> Iterator[S3]:
+    """gofakes3's filesystem backend (objects in files under `tmp`, its RSS stays small)."""
+    port = free_port()
+    args = [str(BIN / "gofakes3"), "-backend", "fs", "-fs.path", str(tmp / "gofakes3")]
+    args += ["-fs.create", "-initialbucket", "mlflow", "-host", f"127.0.0.1:{port}"]
+    with running(args, tmp / "gofakes3.log") as proc:
+        wait_until(
+            lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
+            30,
+            "gofakes3",
+            proc,
+        )
+        yield S3(f"http://127.0.0.1:{port}", "mlflow")
 
 
 def _boto_kwargs() -> dict[str, str]:

@@ -1,27 +1,32 @@
 """A TCP relay in front of a real server (the kube-apiserver), standing for the network path
 between the webhook and it: `stall()` stops relaying bytes without closing anything, as a
 half-open connection or a hung proxy does (connections are still accepted, and then carry
-nothing); `resume()` carries on with what was held. TLS passes through untouched."""
+nothing); `resume()` carries on with what was held. TLS passes through untouched. `received`
+counts the bytes the server sent to clients (what a download fetched, headers included); `rate`
+(bytes per second, all connections together) makes it a slow network."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 from tests.procs import free_port
 
 
 class TcpProxy:
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
+    def __init__(self, target: tuple[str, int], rate: float = 0) -> None:
+        self.target, self.rate = target, rate
+        self._started = time.monotonic()
         self.port = free_port()
         self._flowing = threading.Event()
         self._flowing.set()
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
+        self.received = 0
 
     @property
     def url(self) -> str:
@@ -63,10 +68,11 @@ class TcpProxy:
                 return
             self._keep(client)
             self._keep(server)
-            for src, dst in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            for src, dst, counted in ((client, server, False), (server, client, True)):
+                pump = threading.Thread(target=self._pump, args=(src, dst, counted), daemon=True)
+                pump.start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
         try:
             while True:
                 self._flowing.wait()
@@ -77,6 +83,11 @@ class TcpProxy:
                 if self._closed.is_set():
                     break
                 dst.sendall(data)
+                if counted:
+                    with self._lock:
+                        self.received += len(data)
+                        due = self._started + self.received / self.rate if self.rate else 0
+                    time.sleep(max(due - time.monotonic(), 0))  # the network's pace
         except OSError:
             pass
         with contextlib.suppress(OSError):

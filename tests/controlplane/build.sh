@@ -3,7 +3,9 @@
 # kubelet's env expansion, for the pod runner) from the same pinned k8s.io/kubernetes, and
 # promrules (Prometheus's own rule loading, for the monitoring manifests), KServe's
 # InferenceService controller and webhooks (kserve-manager, for the KServe tests), and Kubeflow's
-# Training Operator (its own main package: a module without replaces installs as it is).
+# Training Operator and gofakes3 (an S3-compatible store fast enough to measure the copier
+# against, for its memory test and bench/copy.py): their own main packages, since a module without
+# replaces installs as it is.
 # Binaries are cached outside the repository in $CONTROLPLANE_CACHE (default
 # ~/.cache/primehub-mlflow-webhook/controlplane/<component>-<version>/); prints the bin dir.
 set -euo pipefail
@@ -18,6 +20,7 @@ prometheus_version=$(modver github.com/prometheus/prometheus "$here/promrules/go
 kserve_version=$(modver github.com/kserve/kserve "$here/kserve/go.mod")
 training_module=github.com/kubeflow/training-operator
 training_version=v1.8.1
+gofakes3_version=v1.2.0
 
 build() { # name version dir ldflags
   local out="$cache/$1-$2"
@@ -38,21 +41,24 @@ build kube-apiserver "$kube_version" "$here/kube-apiserver" "$kv"
 build envexpand "$kube_version" "$here/envexpand" ""
 build promrules "$prometheus_version" "$here/promrules" ""
 build kserve-manager "$kserve_version" "$here/kserve" ""
-out="$cache/training-operator-$training_version"
-if [ ! -x "$out/training-operator.v1" ]; then
-  start=$SECONDS
-  echo "building training-operator $training_version (cold build: minutes) ..." >&2
+install() { # name version package: `go install` of a main package, as its module pins it
+  local out="$cache/$1-$2"
+  if [ -x "$out/$(basename "$3")" ]; then return; fi
+  local start=$SECONDS
+  echo "building $1 $2 (cold build: minutes) ..." >&2
   mkdir -p "$out.tmp"
-  GOBIN="$out.tmp" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
-    "$training_module/cmd/training-operator.v1@$training_version"
+  GOBIN="$out.tmp" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "$3@$2"
   rm -rf "$out" && mv "$out.tmp" "$out"
-  echo "built training-operator $training_version in $((SECONDS - start)) s" >&2
-fi
+  echo "built $1 $2 in $((SECONDS - start)) s" >&2
+}
+install training-operator "$training_version" "$training_module/cmd/training-operator.v1"
+install gofakes3 "$gofakes3_version" github.com/johannesboyne/gofakes3/cmd/gofakes3
 mkdir -p "$cache/bin"
 ln -sf "$cache/etcd-$etcd_version/etcd" "$cache/bin/etcd"
 ln -sf "$cache/kube-apiserver-$kube_version/kube-apiserver" "$cache/bin/kube-apiserver"
 ln -sf "$cache/envexpand-$kube_version/envexpand" "$cache/bin/envexpand"
 ln -sf "$cache/promrules-$prometheus_version/promrules" "$cache/bin/promrules"
 ln -sf "$cache/kserve-manager-$kserve_version/kserve-manager" "$cache/bin/kserve-manager"
-ln -sf "$out/training-operator.v1" "$cache/bin/training-operator"
+ln -sf "$cache/training-operator-$training_version/training-operator.v1" "$cache/bin/training-operator"
+ln -sf "$cache/gofakes3-$gofakes3_version/gofakes3" "$cache/bin/gofakes3"
 echo "$cache/bin"

@@ -15,12 +15,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeGuard
 
+from webhook.copier import s3
 from webhook.copier.client_env import quiet_client, tracking_uri_problem
 from webhook.copier.errors import CopyError, Exit, redact
 from webhook.copier.fetch import Progress, fetch, human, tree_size
 from webhook.copier.resolve import Resolved, resolve
 from webhook.copier.retry import with_retries
-from webhook.copier.staging import JOURNAL, STAGING, clear, mark_complete, prepare
+from webhook.copier.staging import STAGING, Journal, clear, mark_complete, prepare
 from webhook.modeluri import ModelUri, ModelUriError, parse_model_uri
 
 log = logging.getLogger("webhook.copy")
@@ -61,19 +62,19 @@ def copy_model(uri: ModelUri, dest: Path, timeout: float, progress_every: float 
         )
         return found
     copy_start = time.monotonic()
-    clear(dest)
-    (dest / JOURNAL).touch()
+    journal = Journal(dest, found.source)
+    if journal.begin():
+        log.info("resuming an interrupted copy of %s", redact(found.source))
     staging = dest / STAGING
     try:
-
-        def download() -> Path:
-            if staging.exists():
-                shutil.rmtree(staging)
-            staging.mkdir()
-            return fetch(found.source, staging, uri)
-
         with Progress(staging, progress_every):
-            local = with_retries(uri, deadline, "download", download, redact(found.source))
+            local = with_retries(
+                uri,
+                deadline,
+                "download",
+                lambda: fetch(found.source, staging, uri, journal, deadline),
+                redact(found.source),
+            )
         if local.is_dir():
             for entry in local.iterdir():
                 entry.rename(dest / entry.name)
@@ -82,7 +83,7 @@ def copy_model(uri: ModelUri, dest: Path, timeout: float, progress_every: float 
         shutil.rmtree(staging)
         if (dest / "MLmodel").is_file():
             write_registered_model_meta(dest, found)
-        (dest / JOURNAL).unlink()
+        journal.end()
         files, size = tree_size(dest)
         record = {
             "name": found.name,
@@ -92,13 +93,21 @@ def copy_model(uri: ModelUri, dest: Path, timeout: float, progress_every: float 
             "bytes": size,
         }
         mark_complete(dest, record)
+    except CopyError as e:
+        if e.code is Exit.UNAVAILABLE and s3.handles(found.source):
+            # The store went away: the next attempt (the init container restarted) keeps what
+            # the journal vouches for. Only the journal and the hidden staging folder remain.
+            journal.begin()
+        else:
+            _clear(dest)
+        raise
     except BaseException:
-        with contextlib.suppress(OSError):
-            clear(dest)  # nothing that looks like a model is left behind
+        _clear(dest)
         raise
     now = time.monotonic()
     log.info(
-        "copied version %s of model %r from %s: %d files, %s in %.2f s (%s/s); total %.2f s",
+        "copied version %s of model %r from %s: %d files, %s in %.2f s (%s/s); total %.2f s; "
+        "peak memory %s",
         found.version,
         found.name,
         redact(found.source),
@@ -107,8 +116,21 @@ def copy_model(uri: ModelUri, dest: Path, timeout: float, progress_every: float 
         now - copy_start,
         human(size / max(now - copy_start, 1e-9)),
         now - start,
+        peak_memory(),
     )
     return found
+
+
+def peak_memory() -> str:
+    """This process's peak resident memory, and the largest of the engine processes it ran
+    (s5cmd, sampled every 0.1 s): the init container's memory limit must hold their sum."""
+    own, engine = s3.resident_peak("self"), s3.engine_peak()
+    return f"{human(own)} (copy-artifacts) + {human(engine)} (engine)"
+
+
+def _clear(dest: Path) -> None:
+    with contextlib.suppress(OSError):
+        clear(dest)  # nothing that looks like a model is left behind
 
 
 def write_registered_model_meta(dest: Path, found: Resolved) -> None:

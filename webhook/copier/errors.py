@@ -7,6 +7,7 @@ import re
 from enum import IntEnum
 
 from webhook.brief import brief
+from webhook.copier.rest import RestError
 from webhook.modeluri import ModelUri
 
 
@@ -30,6 +31,54 @@ class Transient(Exception):
     """Worth another try: connection refused, 5xx, timeouts."""
 
 
+class EngineError(Exception):
+    """The S3 engine (s5cmd) failed: what it said, with the store's error codes and statuses."""
+
+
+_STORE_AUTH = re.compile(
+    r"\b(AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|status code: 40[13])\b"
+)
+_STORE_MISSING = re.compile(r"\b(NoSuchBucket|NoSuchKey|status code: 404)\b")
+_UNTRUSTED = re.compile(r"CERTIFICATE_VERIFY_FAILED|x509: certificate")
+
+
+def _untrusted(where: str) -> CopyError:
+    return CopyError(
+        Exit.AUTH,
+        f"the certificate of {where} is not trusted: give the group's MLflowSetting the "
+        "CA that signed it (caBundle)",
+    )
+
+
+def _classify_engine(error: EngineError, uri: ModelUri, where: str) -> Exception:
+    """s5cmd reports the AWS SDK's error codes and HTTP statuses in its text: those decide."""
+    text = str(error)
+    if _UNTRUSTED.search(text):
+        return _untrusted(where)
+    if found := _STORE_AUTH.search(text):
+        return CopyError(
+            Exit.AUTH,
+            f"the artifact store refused access to {where} ({found[1]}): "
+            "check the artifact credentials",
+        )
+    if found := _STORE_MISSING.search(text):
+        return CopyError(
+            Exit.NOT_FOUND,
+            f"the artifacts of {uri.describe()} are missing from {where} ({found[1]})",
+        )
+    if "NoCredentialProviders" in text:
+        return _no_credentials(where)
+    return Transient(brief(redact(text), 500))
+
+
+def _no_credentials(where: str) -> CopyError:
+    return CopyError(
+        Exit.AUTH,
+        f"no credentials for the artifact store at {where}: "
+        "check the artifact env of the group's setting",
+    )
+
+
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 
 
@@ -38,19 +87,44 @@ def redact(text: str) -> str:
     return _USERINFO.sub("***@", text)
 
 
+def _by_error_code(code: str, text: str, uri: ModelUri, where: str, what: str) -> Exception:
+    """An MLflow server's error code (MlflowException's, or the REST answer's) decides."""
+    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "CUSTOMER_UNAUTHORIZED"):
+        if what == "resolve" or where.startswith("mlflow-artifacts:"):
+            return CopyError(
+                Exit.AUTH,
+                f"the group's MLflow server refused access ({where}): "
+                "check the tracking credentials",
+            )
+        return CopyError(
+            Exit.AUTH,
+            f"the artifact store refused access to {where}: check the artifact credentials",
+        )
+    if code in (
+        "RESOURCE_DOES_NOT_EXIST",
+        "NOT_FOUND",
+        "INVALID_PARAMETER_VALUE",
+        "ENDPOINT_NOT_FOUND",
+        "BAD_REQUEST",
+        "INVALID_STATE",
+    ):
+        return CopyError(Exit.NOT_FOUND, f"{uri.describe()} was not found: {text}")
+    return Transient(text)
+
+
 def classify(error: BaseException, uri: ModelUri, where: str, what: str) -> Exception:
     """Maps a client error to a final CopyError or a Transient one, by status, not by text."""
+    if isinstance(error, EngineError):
+        return _classify_engine(error, uri, where)
+    if isinstance(error, RestError):
+        return _by_error_code(error.error_code, brief(redact(str(error)), 500), uri, where, what)
     import requests
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
     from mlflow.exceptions import MlflowException
 
     text = brief(redact(str(error)), 500) or type(error).__name__
     if "CERTIFICATE_VERIFY_FAILED" in str(error):  # not transient: a CA is missing
-        return CopyError(
-            Exit.AUTH,
-            f"the certificate of {where} is not trusted: give the group's MLflowSetting the "
-            "CA that signed it (caBundle)",
-        )
+        return _untrusted(where)
     if isinstance(error, MlflowException):
         code = error.error_code
         if code == "INTERNAL_ERROR" and "downloading one or more artifacts" in str(error):
@@ -60,27 +134,7 @@ def classify(error: BaseException, uri: ModelUri, where: str, what: str) -> Exce
                 code = "PERMISSION_DENIED"
             elif any(s in ("404", "NoSuchKey", "NoSuchBucket") for s in codes):
                 code = "RESOURCE_DOES_NOT_EXIST"
-        if code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "CUSTOMER_UNAUTHORIZED"):
-            if what == "resolve" or where.startswith("mlflow-artifacts:"):
-                return CopyError(
-                    Exit.AUTH,
-                    f"the group's MLflow server refused access ({where}): "
-                    "check the tracking credentials",
-                )
-            return CopyError(
-                Exit.AUTH,
-                f"the artifact store refused access to {where}: check the artifact credentials",
-            )
-        if code in (
-            "RESOURCE_DOES_NOT_EXIST",
-            "NOT_FOUND",
-            "INVALID_PARAMETER_VALUE",
-            "ENDPOINT_NOT_FOUND",
-            "BAD_REQUEST",
-            "INVALID_STATE",
-        ):
-            return CopyError(Exit.NOT_FOUND, f"{uri.describe()} was not found: {text}")
-        return Transient(text)
+        return _by_error_code(code, text, uri, where, what)
     if isinstance(error, ClientError):
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         s3code = error.response.get("Error", {}).get("Code", "")
@@ -121,11 +175,7 @@ def classify(error: BaseException, uri: ModelUri, where: str, what: str) -> Exce
     if isinstance(error, requests.ConnectionError | requests.Timeout):
         return Transient(text)
     if isinstance(error, NoCredentialsError):
-        return CopyError(
-            Exit.AUTH,
-            f"no credentials for the artifact store at {where}: "
-            "check the artifact env of the group's setting",
-        )
+        return _no_credentials(where)
     if isinstance(error, EndpointConnectionError | ConnectionError | TimeoutError):
         return Transient(text)
     if isinstance(error, FileNotFoundError):

@@ -1,5 +1,6 @@
 """Getting the version's files: plain paths (the group volume) with the kernel's file copy,
-everything else with MLflow's artifact machinery; progress lines while it runs."""
+S3 with s5cmd (s3.py, resumable), everything else with MLflow's artifact machinery; progress
+lines while it runs."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+from webhook.copier import s3
 from webhook.copier.errors import CopyError, Exit, redact
+from webhook.copier.staging import Journal
 from webhook.modeluri import ModelUri
 
 log = logging.getLogger("webhook.copy")
@@ -108,12 +111,19 @@ def _missing_local(source: str, local: Path, uri: ModelUri) -> CopyError:
     )
 
 
-def fetch(source: str, staging: Path, uri: ModelUri) -> Path:
+def _fresh(staging: Path) -> None:
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+
+
+def fetch(source: str, staging: Path, uri: ModelUri, journal: Journal, deadline: float) -> Path:
     """Downloads the version's artifacts into `staging`; returns the downloaded folder."""
     local = _local_source(source)
     if local is not None:
         if not local.exists() or (local.is_dir() and not any(local.iterdir())):
             raise _missing_local(source, local, uri)
+        _fresh(staging)
         target = staging / local.name
         # Per file the kernel's copy (sendfile), as fast as `cp -r`; MLflow's local download
         # (a thread pool of copy2 over a listing) takes about twice as long.
@@ -122,11 +132,29 @@ def fetch(source: str, staging: Path, uri: ModelUri) -> Path:
         else:
             shutil.copyfile(local, target)
         return target
+    if s3.handles(source):
+        done = s3.fetch(source, staging, journal, deadline)
+        if not done.files + done.kept_files:
+            raise _no_artifacts(source, uri)
+        if done.kept_files:
+            log.info(
+                "kept %d files (%s) an interrupted copy had fetched whole; fetched %d (%s)",
+                done.kept_files,
+                human(done.kept_bytes),
+                done.files,
+                human(done.bytes),
+            )
+        return staging
     import mlflow.artifacts
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     if not get_artifact_repository(source).list_artifacts():
-        raise CopyError(
-            Exit.NOT_FOUND, f"there are no artifacts for {uri.describe()} at {redact(source)}"
-        )
+        raise _no_artifacts(source, uri)
+    _fresh(staging)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(staging)))
+
+
+def _no_artifacts(source: str, uri: ModelUri) -> CopyError:
+    return CopyError(
+        Exit.NOT_FOUND, f"there are no artifacts for {uri.describe()} at {redact(source)}"
+    )

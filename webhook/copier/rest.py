@@ -1,0 +1,74 @@
+"""The registry calls copy-artifacts makes, over MLflow's REST API as MlflowClient makes them,
+without importing MLflow: importing it takes about a second and 80 MB before the first byte, and
+a version is found with two GETs. The same credentials and TLS variables as MLflow's client
+(mlflow/utils/rest_utils.py), through `requests` as there (so proxies, REQUESTS_CA_BUNDLE and
+credentials in the URL behave alike). What this does not speak (Databricks, an auth plugin)
+stays with MLflow's own client (resolve.py)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from webhook.settings import rules
+
+API = "/api/2.0/mlflow"
+
+
+class RestError(Exception):
+    """The MLflow server's own answer to a call that failed: its error code and message."""
+
+    def __init__(self, status: int, error_code: str, message: str) -> None:
+        super().__init__(f"{error_code}: {message}" if error_code else f"HTTP {status}")
+        self.status, self.error_code = status, error_code
+
+
+def registry_uri() -> str:
+    return os.environ.get("MLFLOW_REGISTRY_URI") or os.environ.get("MLFLOW_TRACKING_URI", "")
+
+
+def speaks(uri: str) -> bool:
+    """Whether these calls reach the server as MLflow's client would."""
+    return rules.matches(r"^https?://\S+$", uri) and not os.environ.get("MLFLOW_TRACKING_AUTH")
+
+
+def call(base: str, path: str, params: dict[str, Any], post: bool = False) -> dict[str, Any]:
+    import requests
+
+    kwargs: dict[str, Any] = {
+        "timeout": float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")),
+        "headers": {"User-Agent": "mlflow-webhook-copy-artifacts"},
+    }
+    user, password = (os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("USERNAME", "PASSWORD"))
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if user and password:
+        kwargs["auth"] = (user, password)
+    elif token:
+        kwargs["headers"]["Authorization"] = f"Bearer {token}"
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        kwargs["verify"] = False
+    elif os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
+        kwargs["verify"] = os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"]
+    if os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH"):
+        kwargs["cert"] = os.environ["MLFLOW_TRACKING_CLIENT_CERT_PATH"]
+    url = base.rstrip("/") + API + path
+    if post:
+        response = requests.post(url, json=params, **kwargs)
+    else:
+        response = requests.get(url, params=params, **kwargs)
+    if response.ok:
+        body: dict[str, Any] = response.json()
+        return body
+    try:
+        detail = response.json()
+        code, message = str(detail.get("error_code", "")), str(detail.get("message", ""))
+    except ValueError:
+        code, message = "", ""
+    code = code or _BY_STATUS.get(response.status_code, "")
+    if not code:
+        response.raise_for_status()  # no MLflow answer (a proxy's 502): classified by status
+    raise RestError(response.status_code, code, message)
+
+
+# What MLflow's client makes of an answer without an error code (its auth app's plain 401).
+_BY_STATUS = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "ENDPOINT_NOT_FOUND"}
