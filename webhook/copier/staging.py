@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +114,16 @@ class Journal:
         self.path.write_text("\n".join(lines) + "\n")
         return kept
 
-    def add(self, path: str, size: int, etag: str) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"path": path, "size": size, "etag": etag}) + "\n")
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[Callable[[str, int, str], None]]:
+        """Yields `add(path, size, etag)`: one line written per whole file (line-buffered, so a
+        kill loses at most the line of a file that is then fetched again)."""
+        with self.path.open("a", encoding="utf-8", buffering=1) as f:
+
+            def add(path: str, size: int, etag: str) -> None:
+                f.write(json.dumps({"path": path, "size": size, "etag": etag}) + "\n")
+
+            yield add
 
     def end(self) -> None:
         self.path.unlink()
