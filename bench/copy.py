@@ -10,7 +10,8 @@ download` of the same `models:/` URI, boto3's transfer manager (as `aws s3 cp --
 uses it); locally, `cp -r` of the version's folder on an artifact root. `--before PATH` adds
 copy-artifacts from another checkout (a `git worktree` of an earlier commit) as a row.
 
-Prints medians of the rounds (whole command: interpreter, resolution and copy), MB/s, and the
+Each round runs the rows in another order, each after `sync`. Prints medians of the rounds
+(whole command: interpreter, resolution and copy), MB/s, and the
 goals: on S3 at least s5cmd's throughput and 0.8 of the store's limit; locally, the copy phase
 at least 0.9 of `cp -r`; the first byte within 0.5 s of the start; the copier's memory (its own
 peak and the engine's) under 256 MB.
@@ -294,7 +295,12 @@ def run(
         firsts: list[float] = []
         memory: list[str] = []
         for r in range(a.rounds):
-            for name, (args, run_env) in rows.items():
+            # Each round in another order, each command after the last one's writes reached the
+            # disk: a copy of gigabytes otherwise pays for the writeback of the one before.
+            order = list(rows)[r % len(rows) :] + list(rows)[: r % len(rows)]
+            for name in order:
+                args, run_env = rows[name]
+                os.sync()
                 watch = out / ".mlflow-staging" if name == "copy-artifacts (S3)" else None
                 seconds, log, first = timed(args, run_env, watch)
                 times[name].append(seconds)

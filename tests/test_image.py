@@ -130,18 +130,22 @@ def test_serve_from_the_image_answers_a_review(rootfs: Path, tmp_path: Path) -> 
     ]
 
 
+@pytest.mark.parametrize(("name", "s3"), [("churn model", False), ("fraud", True)])
 def test_copy_artifacts_from_the_image_copies_a_model(
-    rootfs: Path, tmp_path: Path, stores: Stores
+    rootfs: Path, tmp_path: Path, stores: Stores, name: str, s3: bool
 ) -> None:
+    """From the tracking server's artifact proxy, and from S3 with the image's s5cmd."""
+    env = {"MLFLOW_TRACKING_URI": stores.mlflow.url, **(stores.s3.env if s3 else {})}
     result = subprocess.run(
         in_image(
-            rootfs, tmp_path, "mlflow-webhook", "copy-artifacts", "models:/churn%20model/1",
-            "/tmp/models", env={"MLFLOW_TRACKING_URI": stores.mlflow.url},
+            rootfs, tmp_path, "mlflow-webhook", "copy-artifacts", f"models:/{name}/1",
+            "/tmp/models", env=env,
         ),
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert tree(tmp_path / "models") == stores.models.versions["churn model"]["1"]
+    assert ("from s3://" in result.stderr) is s3
+    assert tree(tmp_path / "models") == stores.models.versions[name]["1"]
 
 
 def test_the_image_carries_none_of_the_test_only_packages(rootfs: Path) -> None:
