@@ -14,11 +14,15 @@ Prints medians of throughput, p50 and p99 per namespace, CPU time per pod of the
 processes and of the API server (steadier than throughput on a busy machine), ours against the
 no-op (the goal), touch against the no-op (the best any mutating webhook can do), and ours
 against the replay (what our rules cost on top of the change they make).
-With --profile SECONDS, then profiles the API server (its own pprof endpoint, read with
+With --pod kubeflow, the pods are Kubeflow notebooks (tests/kubeflow.py: no group label, served
+by the namespace's own MLflowSetting, which names no group), which no release before namespace
+settings sent to the webhook at all: `none` is then what they cost before, `ours` what they cost
+now. With --profile SECONDS, then profiles the API server (its own pprof endpoint, read with
 `go tool pprof`) while each webhook's namespace gets pods for that long, and prints its CPU per
 pod in the phases where a webhook's answer costs it something: where the API server's time goes.
 
     python -m bench.apiserver [--rounds 4] [--pods 300] [--concurrency 12] [--profile 0]
+                              [--pod notebook|kubeflow]
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import requests
 
 from bench.load import cpu_seconds, pct
 from tests.cluster import ControlPlane, control_plane, install
+from tests.kubeflow import notebook_pod
 from tests.procs import free_port, running, wait_until
 from tests.reviews import pod_review
 from tests.scenarios import INJECTED, group_namespace, scenario_pod
@@ -77,13 +82,35 @@ def apiserver_pid(cp: ControlPlane) -> int:
     raise RuntimeError("no kube-apiserver running")
 
 
+def bench_pod(kind: str, namespace: str) -> dict[str, Any]:
+    """PrimeHub's notebook (its group label), or Kubeflow's (none), with a generated name."""
+    if kind == "notebook":
+        return scenario_pod("notebook", namespace)
+    pod = notebook_pod("bench", namespace, {})
+    del pod["metadata"]["name"]
+    pod["metadata"]["generateName"] = "bench-"
+    return pod
+
+
+def namespace_setting(cp: ControlPlane, namespace: str) -> None:
+    """A setting for every pod of the namespace that no group's setting matches."""
+    setting = {
+        "apiVersion": "mlflow.primehub.io/v1alpha1",
+        "kind": "MLflowSetting",
+        "metadata": {"name": "whole-namespace", "namespace": namespace},
+        "spec": {"trackingUri": "http://mlflow.team.svc:5000"},
+    }
+    applied = cp.kubectl("apply", "-f", "-", input=json.dumps(setting), check=False)
+    assert applied.returncode == 0, applied.stderr
+
+
 def create_many(
-    cp: ControlPlane, namespace: str, pods: int, concurrency: int, mark: str | None
+    cp: ControlPlane, namespace: str, pods: int, concurrency: int, mark: str | None, kind: str
 ) -> list[float]:
     """Latencies (s) of `pods` notebook creations over keep-alive connections (http.client: the
     client shares the machine, so it should cost little); raises if any is not created, or
     lacks the annotation `mark` that its webhook adds."""
-    body = json.dumps(scenario_pod("notebook", namespace)).encode()
+    body = json.dumps(bench_pod(kind, namespace)).encode()
     path = f"/api/v1/namespaces/{namespace}/pods"
     headers = {"Authorization": f"Bearer {cp.admin_token}", "Content-Type": "application/json"}
     host, port = cp.url.removeprefix("https://").rsplit(":", 1)
@@ -107,10 +134,10 @@ def create_many(
         return list(pool.map(one, range(pods)))
 
 
-def answered_patch(cp: ControlPlane, ours: str, ca_file: Path) -> list[Any]:
+def answered_patch(cp: ControlPlane, ours: str, ca_file: Path, kind: str) -> list[Any]:
     """Ours' patch for the benchmark's pod as the API server sends it (defaulted, with its
     service account's volume: read back from a dry run where no webhook is registered)."""
-    pod = scenario_pod("notebook", "bench-none")
+    pod = bench_pod(kind, "bench-none")
     seen = cp.request("POST", "/api/v1/namespaces/bench-none/pods", pod, dryRun="All").json()
     review = pod_review(seen, namespace="bench-ours")
     reply = requests.post(f"{ours}/mutate", json=review, verify=ca_file, timeout=10)
@@ -148,7 +175,7 @@ def cumulative_seconds(profile: bytes, go: str) -> dict[str | None, float]:
 
 def profile_phases(
     cp: ControlPlane, names: tuple[str, ...], seconds: int, concurrency: int,
-    marks: dict[str, str | None], go: str,
+    marks: dict[str, str | None], go: str, kind: str,
 ) -> dict[str, dict[str | None, float]]:  # fmt: skip
     """The API server's CPU µs per pod in each of PHASES, from its own profiles while pods are
     created in each namespace: three windows of `seconds` each, in turn, each started with no
@@ -165,7 +192,7 @@ def profile_phases(
                     cp.request, "GET", "/debug/pprof/profile", seconds=str(seconds)
                 )
                 while not profile.done():
-                    made = create_many(cp, f"bench-{name}", 100, concurrency, marks[name])
+                    made = create_many(cp, f"bench-{name}", 100, concurrency, marks[name], kind)
                     pods[name] += len(made)
                 for frame, cpu in cumulative_seconds(profile.result().content, go).items():
                     spent[name][frame] += cpu
@@ -198,6 +225,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4, help="4: each configuration in each place")
     p.add_argument("--pods", type=int, default=300)
     p.add_argument("--concurrency", type=int, default=12)
+    p.add_argument("--pod", choices=("notebook", "kubeflow"), default="notebook")
     p.add_argument(
         "--profile", type=int, default=0, metavar="SECONDS",
         help="0: then profile the API server for SECONDS per webhook (needs Go)",
@@ -229,9 +257,21 @@ def main() -> None:
         stack.callback(ours.stop)
         cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": "bench-none"}})
         group_namespace(cp, "bench-ours", f"{ours.url}/mutate", ca_file.read_bytes())
-        patch = answered_patch(cp, ours.url, ca_file)
+        if a.pod == "kubeflow":
+            namespace_setting(cp, "bench-ours")
+
+            def served() -> bool:
+                pod = bench_pod("kubeflow", "bench-ours")
+                path = "/api/v1/namespaces/bench-ours/pods"
+                reply = cp.request("POST", path, pod, dryRun="All").json()
+                return INJECTED in (reply["metadata"].get("annotations") or {})
+
+            wait_until(served, 60, "the namespace's setting in the webhook")
+        patch = answered_patch(cp, ours.url, ca_file, a.pod)
         path = "/metadata/annotations/" + TOUCHED.replace("/", "~1")
         touch = [{"op": "add", "path": path, "value": "1"}]
+        if a.pod == "kubeflow":  # Kubeflow's pod has no annotations: the least change adds them
+            touch = [{"op": "add", "path": "/metadata/annotations", "value": {TOUCHED: "1"}}]
         marks = {"none": None, "noop": None, "touch": TOUCHED, "replay": INJECTED, "ours": INJECTED}
         (tmp / "patch.json").write_text(json.dumps(patch))
         (tmp / "touch.json").write_text(json.dumps(touch))
@@ -266,7 +306,7 @@ def main() -> None:
                 hook_cpu = functools.partial(cpu_seconds, pids[name]) if name in pids else float
                 hook, spent = hook_cpu(), cpu_seconds(api)
                 start = time.perf_counter()
-                lat = create_many(cp, f"bench-{name}", a.pods, a.concurrency, marks[name])
+                lat = create_many(cp, f"bench-{name}", a.pods, a.concurrency, marks[name], a.pod)
                 took = time.perf_counter() - start
                 per_pod = 1000 / a.pods  # s per run -> ms per pod
                 results[name]["api"].append((cpu_seconds(api) - spent) * per_pod)
@@ -275,11 +315,11 @@ def main() -> None:
                 results[name]["p50"].append(pct(lat, 0.5) * 1000)
                 results[name]["p99"].append(pct(lat, 0.99) * 1000)
             print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
-        phases = a.profile and profile_phases(cp, NAMES, a.profile, a.concurrency, marks, go)
+        phases = a.profile and profile_phases(cp, NAMES, a.profile, a.concurrency, marks, go, a.pod)
     med = {n: {k: statistics.median(v) for k, v in m.items()} for n, m in results.items()}
     print(
         f"{'webhook':<8}{'pods/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/pod: webhook':>21}"
-        f"{'API server':>12}   ({a.pods} notebooks at concurrency {a.concurrency}; "
+        f"{'API server':>12}   ({a.pods} {a.pod} pods at concurrency {a.concurrency}; "
         f"medians of {a.rounds} interleaved rounds)"
     )
     for name, m in med.items():
