@@ -83,6 +83,35 @@ def test_a_killed_copy_fetches_only_what_is_missing(stores: Stores, tmp_path: Pa
     assert not (dest / JOURNAL).exists() and not (dest / ".mlflow-staging").exists()
 
 
+def test_a_copy_out_of_time_says_so_and_the_next_attempt_resumes(
+    stores: Stores, tmp_path: Path
+) -> None:
+    """`--timeout` ends an S3 copy on a slow network: exit 6 (unavailable, as after retries),
+    nothing a model server could load, and what came whole is kept for the next attempt."""
+    rng = random.Random(4)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "MLmodel").write_text("flavors: {}\n")
+    for i in range(3):
+        (src / f"shard-{i}.bin").write_bytes(rng.randbytes(40 * MB))
+    version = register(stores.mlflow.url, "s3", "s3://mlflow/mlruns", "out-of-time", src)
+    uri, dest = f"models:/out-of-time/{version}", tmp_path / "m"
+    host, port = stores.s3.url.removeprefix("http://").split(":")
+    env = {**stores.mlflow.env, **stores.s3.env}
+    with TcpProxy((host, int(port)), rate=10 * MB).run() as slow:  # 120 MB: 12 s at best
+        env["MLFLOW_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{slow.port}"
+        first, term = copy(uri, dest, env, "--timeout", "4")
+    assert first.returncode == 6, first.stderr + term
+    assert "time limit" in term, term
+    assert sorted(p.name for p in dest.iterdir()) == [JOURNAL, ".mlflow-staging"]
+    assert [r["path"] for r in journal_records(dest)] == ["MLmodel"]
+    env["MLFLOW_S3_ENDPOINT_URL"] = stores.s3.url
+    second, term = copy(uri, dest, env)
+    assert second.returncode == 0, second.stderr + term
+    assert "kept 1 files" in second.stderr
+    assert {k: v for k, v in tree(dest).items() if k != "registered_model_meta"} == tree(src)
+
+
 def test_a_model_of_gigabytes_is_streamed_in_bounded_memory(stores: Stores, tmp_path: Path) -> None:
     """2.5 GB in one file and some small ones, from a store fast enough to send it in seconds
     (gofakes3): the copier's own peak and s5cmd's stay well under 256 MB together."""

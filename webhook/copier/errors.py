@@ -114,17 +114,41 @@ def _by_error_code(code: str, text: str, uri: ModelUri, where: str, what: str) -
 
 def classify(error: BaseException, uri: ModelUri, where: str, what: str) -> Exception:
     """Maps a client error to a final CopyError or a Transient one, by status, not by text."""
+    if isinstance(error, Transient):  # already judged (an engine stopped at the deadline)
+        return error
     if isinstance(error, EngineError):
         return _classify_engine(error, uri, where)
     if isinstance(error, RestError):
         return _by_error_code(error.error_code, brief(redact(str(error)), 500), uri, where, what)
     import requests
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
-    from mlflow.exceptions import MlflowException
+    from requests.exceptions import ChunkedEncodingError
 
     text = brief(redact(str(error)), 500) or type(error).__name__
     if "CERTIFICATE_VERIFY_FAILED" in str(error):  # not transient: a CA is missing
         return _untrusted(where)
+    if isinstance(error, requests.HTTPError) and error.response is not None:
+        # mlflow-artifacts: listings and downloads go through the tracking server over HTTP.
+        status = error.response.status_code
+        if status in (401, 403):
+            return CopyError(
+                Exit.AUTH,
+                f"the group's MLflow server refused access to the artifacts at {where} "
+                f"(HTTP {status}): check the tracking credentials",
+            )
+        if status == 404:
+            return CopyError(
+                Exit.NOT_FOUND, f"the artifacts of {uri.describe()} are missing from {where}"
+            )
+        if status >= 500 or status == 429:
+            return Transient(text)
+        return CopyError(
+            Exit.FAILED, f"copying {uri.describe()} failed: HTTP {status} from {where}"
+        )
+    if isinstance(error, requests.ConnectionError | requests.Timeout | ChunkedEncodingError):
+        return Transient(text)
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+    from mlflow.exceptions import MlflowException
+
     if isinstance(error, MlflowException):
         code = error.error_code
         if code == "INTERNAL_ERROR" and "downloading one or more artifacts" in str(error):
@@ -153,26 +177,6 @@ def classify(error: BaseException, uri: ModelUri, where: str, what: str) -> Exce
                 Exit.NOT_FOUND,
                 f"the artifacts of {uri.describe()} are missing from {where} ({s3code})",
             )
-        return Transient(text)
-    if isinstance(error, requests.HTTPError) and error.response is not None:
-        # mlflow-artifacts: listings and downloads go through the tracking server over HTTP.
-        status = error.response.status_code
-        if status in (401, 403):
-            return CopyError(
-                Exit.AUTH,
-                f"the group's MLflow server refused access to the artifacts at {where} "
-                f"(HTTP {status}): check the tracking credentials",
-            )
-        if status == 404:
-            return CopyError(
-                Exit.NOT_FOUND, f"the artifacts of {uri.describe()} are missing from {where}"
-            )
-        if status >= 500 or status == 429:
-            return Transient(text)
-        return CopyError(
-            Exit.FAILED, f"copying {uri.describe()} failed: HTTP {status} from {where}"
-        )
-    if isinstance(error, requests.ConnectionError | requests.Timeout):
         return Transient(text)
     if isinstance(error, NoCredentialsError):
         return _no_credentials(where)

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -162,14 +163,53 @@ def fetch(source: str, staging: Path, journal: Journal, deadline: float) -> Fetc
     """Downloads into `staging` what `journal` does not already vouch for."""
     parsed = urlparse(source)
     bucket, prefix = parsed.netloc, parsed.path.lstrip("/").rstrip("/") + "/"
-    entries = listing(bucket, prefix, deadline)
-    done = Fetched()
-    if not entries:
-        return done
-    kept = journal.reconcile(staging, {e.path: (e.size, e.etag) for e in entries})
-    missing = [e for e in entries if e.path not in kept]
-    done.kept_files, done.kept_bytes = len(kept), sum(e.size for e in entries if e.path in kept)
-    by_source = {f"s3://{bucket}/{e.key}": e for e in missing}
+    staging.mkdir(exist_ok=True)
+    if not any(os.scandir(staging)):
+        # Nothing staged, nothing to keep: the listing (the sizes and ETags the journal
+        # records) runs alongside the copy rather than before it (~0.14 s on 3,000 objects).
+        with ThreadPoolExecutor(1) as pool:
+            entries = pool.submit(listing, bucket, prefix, deadline)
+            return _copy(bucket, prefix, staging, journal, deadline, entries, kept=set())
+    found = listing(bucket, prefix, deadline)
+    if not found:
+        return Fetched()
+    kept = journal.reconcile(staging, {e.path: (e.size, e.etag) for e in found})
+    done = _copy(bucket, prefix, staging, journal, deadline, _known(found), kept)
+    done.kept_files, done.kept_bytes = len(kept), sum(e.size for e in found if e.path in kept)
+    return done
+
+
+def _known(entries: list[Entry]) -> Future[list[Entry]]:
+    future: Future[list[Entry]] = Future()
+    future.set_result(entries)
+    return future
+
+
+def _copy(
+    bucket: str,
+    prefix: str,
+    staging: Path,
+    journal: Journal,
+    deadline: float,
+    entries: Future[list[Entry]],
+    kept: set[str],
+) -> Fetched:
+    """One wildcard copy of every object not `kept`, each whole file written to the journal
+    with the size and ETag of `entries` (lines that arrive before the listing wait for it)."""
+    done, arrived, by_source = Fetched(), list[str](), dict[str, Entry]()
+
+    def record(final: bool = False) -> None:
+        if not by_source and (final or entries.done()):
+            by_source.update((f"s3://{bucket}/{e.key}", e) for e in entries.result())
+        for source in arrived if by_source else ():
+            entry = by_source.get(source)  # none for an object put after the listing
+            if entry is not None:
+                add(entry.path, entry.size, entry.etag)
+                done.files += 1
+                done.bytes += entry.size
+        if by_source:
+            arrived.clear()
+
     # One wildcard copy, which takes each object's size from its own listing: ~3x faster on
     # thousands of small files than a command per object (a HEAD each). What is kept stays:
     # reconcile left only files the journal vouches for, and -n (~8% slower) keeps them.
@@ -179,11 +219,13 @@ def fetch(source: str, staging: Path, journal: Journal, deadline: float) -> Fetc
         for line in proc.stdout:
             with contextlib.suppress(ValueError, KeyError):
                 report = json.loads(line)
-                entry = by_source[report["source"]]
                 if report.get("success"):
-                    add(entry.path, entry.size, entry.etag)
-                    done.files += 1
-                    done.bytes += entry.size
+                    arrived.append(report["source"])
+                    record()
+        record(final=True)
+    missing = [e for e in by_source.values() if e.path not in kept]
+    if not missing:
+        return done  # an empty folder: s5cmd found no object, which is not its error
     if proc.returncode != 0 or done.files < len(missing):
         raise EngineError(errors[0] or f"s5cmd exited with code {proc.returncode}")
     return done
