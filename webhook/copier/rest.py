@@ -8,9 +8,12 @@ stays with MLflow's own client (resolve.py)."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from webhook.settings import rules
+
+if TYPE_CHECKING:
+    from requests import Response
 
 API = "/api/2.0/mlflow"
 
@@ -32,9 +35,8 @@ def speaks(uri: str) -> bool:
     return rules.matches(r"^https?://\S+$", uri) and not os.environ.get("MLFLOW_TRACKING_AUTH")
 
 
-def call(base: str, path: str, params: dict[str, Any], post: bool = False) -> dict[str, Any]:
-    import requests
-
+def options() -> dict[str, Any]:
+    """The keyword arguments of a request to the MLflow server, as MLflow's client sets them."""
     kwargs: dict[str, Any] = {
         "timeout": float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")),
         "headers": {"User-Agent": "mlflow-webhook-copy-artifacts"},
@@ -51,20 +53,34 @@ def call(base: str, path: str, params: dict[str, Any], post: bool = False) -> di
         kwargs["verify"] = os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"]
     if os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH"):
         kwargs["cert"] = os.environ["MLFLOW_TRACKING_CLIENT_CERT_PATH"]
+    return kwargs
+
+
+def call(base: str, path: str, params: dict[str, Any], post: bool = False) -> dict[str, Any]:
+    import requests
+
     url = base.rstrip("/") + API + path
     if post:
-        response = requests.post(url, json=params, **kwargs)
+        response = requests.post(url, json=params, **options())
     else:
-        response = requests.get(url, params=params, **kwargs)
+        response = requests.get(url, params=params, **options())
+    check(response)
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def check(response: Response, by_status: bool = True) -> None:
+    """Raises the server's own error (RestError) for an answer that is not a success; one with
+    no error code is named by its status as MLflow's client names it, or (`by_status` false:
+    an artifact download, whose 404 means a missing file) raised as requests' HTTPError."""
     if response.ok:
-        body: dict[str, Any] = response.json()
-        return body
+        return
     try:
         detail = response.json()
         code, message = str(detail.get("error_code", "")), str(detail.get("message", ""))
     except ValueError:
         code, message = "", ""
-    code = code or _BY_STATUS.get(response.status_code, "")
+    code = code or (_BY_STATUS.get(response.status_code, "") if by_status else "")
     if not code:
         response.raise_for_status()  # no MLflow answer (a proxy's 502): classified by status
     raise RestError(response.status_code, code, message)
