@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,15 +18,35 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import pytest
 from mlflow import MlflowClient
+from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 
 from tests.conftest import Stores
+from tests.procs import wait_until
 from tests.registry import register, tree
-from tests.test_copy import copy
-from webhook.copier.proxy import ARTIFACTS
+from tests.tcpproxy import TcpProxy
+from tests.test_copy import clean_env, copy
+from webhook.copier.proxy import ARTIFACTS, locate
 from webhook.copier.staging import COMPLETE
 
 MB = 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("source", "tracking"),
+    [
+        ("mlflow-artifacts:/1/abc/artifacts/model", "http://mlflow.ns:5000"),
+        ("mlflow-artifacts:/1/abc/artifacts/model/", "https://example.com/mlflow/"),
+        ("mlflow-artifacts://artifacts.ns:8080/2/x/artifacts", "http://user:pw@mlflow.ns"),
+        ("mlflow-artifacts:///3/y/artifacts/m", "https://example.com/a/b"),
+    ],
+)
+def test_the_proxy_is_found_where_mlflow_finds_it(source: str, tracking: str) -> None:
+    """Where the folder is: the same URL as MLflow's own client resolves (its host if the URI
+    names one, the tracking server's scheme and path prefix)."""
+    base, path = locate(source, tracking)
+    assert f"{base}/{path}" == MlflowArtifactsRepository.resolve_uri(source, tracking)
 
 
 def test_a_large_model_is_streamed_without_mlflow_in_memory(stores: Stores, tmp_path: Path) -> None:
@@ -114,3 +136,38 @@ def test_an_empty_folder_is_not_a_model(stores: Stores, tmp_path: Path) -> None:
     assert result.returncode == 3, result.stderr
     assert "there are no artifacts for version 1 of model" in term
     assert not (tmp_path / "m" / COMPLETE).exists()
+
+
+def test_sigterm_mid_download_stops_every_file_and_leaves_nothing(
+    stores: Stores, tmp_path: Path
+) -> None:
+    """The pod is deleted while its model comes through the proxy at 2 MB/s (50 s for these 100
+    MB): the copier stops at once, all eight downloads with it, and leaves nothing."""
+    rng = random.Random(12)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "MLmodel").write_text("flavors: {}\n")
+    for i in range(10):
+        (src / f"shard-{i}.bin").write_bytes(rng.randbytes(10 * MB))
+    version = register(stores.mlflow.url, "proxied", None, "proxied-stopped", src)
+    host, port = stores.mlflow.url.removeprefix("http://").split(":")
+    dest = tmp_path / "m"
+    with TcpProxy((host, int(port)), rate=2 * MB).run() as slow:
+        env = {**stores.mlflow.env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{slow.port}"}
+        args = [sys.executable, "-m", "webhook", "copy-artifacts"]
+        copier = subprocess.Popen(
+            [*args, f"models:/proxied-stopped/{version}", str(dest)],
+            env=clean_env(**env),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until(lambda: tree_bytes(dest) > MB, 60, "the download's first MB", copier)
+        copier.terminate()
+        _, stderr = copier.communicate(timeout=15)  # not the 50 s the downloads would take
+    assert copier.returncode == 1, stderr
+    assert "the copy was interrupted; nothing was left in place" in stderr
+    assert list(dest.iterdir()) == []
+
+
+def tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())

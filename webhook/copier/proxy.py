@@ -136,14 +136,17 @@ def fetch(source: str, staging: Path, deadline: float) -> tuple[int, int]:
 
 
 def _all(pool: ThreadPoolExecutor, client: _Client, tasks: list[Callable[[], Any]]) -> list[Any]:
-    """Runs the tasks at once; the first failure stops the others and is raised."""
+    """Runs the tasks at once; the first failure (or SIGTERM, in the main thread) stops the
+    others, so the pool is left at once, and is raised."""
     futures = [pool.submit(task) for task in tasks]
-    done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-    errors = [e for f in done if (e := f.exception()) is not None]
-    if errors:
+    try:
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        errors = [e for f in done if (e := f.exception()) is not None]
+        if errors:
+            raise errors[0]
+    except BaseException:
         client.stop.set()
-        for future in pending:
+        for future in futures:
             future.cancel()
-        wait(pending)
-        raise errors[0]
+        raise
     return [future.result() for future in futures]
