@@ -175,8 +175,16 @@ def main() -> None:
     p.add_argument("--large", type=int, default=4, help="files of the large-files shape")
     p.add_argument("--large-mb", type=int, default=1024, help="the size of each")
     p.add_argument("--before", type=Path, help="a checkout whose copy-artifacts to add as a row")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None,
+        help="where copies go (default: /dev/shm, memory, as an emptyDir of medium Memory: on a "
+        "disk, gigabytes of writeback make every row's time the disk's)",
+    )
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-copy-"))
+    a.out = a.out or tmp
     peers = Path(
         subprocess.run(
             [str(Path(__file__).parent / "peers.sh")], capture_output=True, text=True, check=True
@@ -228,6 +236,7 @@ def main() -> None:
             run(a, tmp, s3, server.url, env, peers, shapes)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(a.out / f"bench-copy-{os.getpid()}", ignore_errors=True)
 
 
 def run(
@@ -239,7 +248,8 @@ def run(
     peers: Path,
     shapes: list[Shape],
 ) -> None:
-    out = tmp / "out"
+    out = a.out / f"bench-copy-{os.getpid()}"
+    print(f"destination: {out} ({_filesystem(a.out)})")
     ours = [sys.executable, "-m", "webhook", "copy-artifacts"]
     mlflow_download = [sys.executable, "-m", "mlflow", "artifacts", "download", "-u"]
     kserve_env = {**env, "AWS_ENDPOINT_URL": s3.url}  # how KServe's initializer finds the store
@@ -336,6 +346,16 @@ def run(
         first = first_byte(args, run_env, out / ".mlflow-staging")
         shutil.rmtree(out, ignore_errors=True)
         report(shape, a.rounds, times, phases, first, memory)
+
+
+def _filesystem(path: Path) -> str:
+    """The type of the filesystem that holds `path` (the kernel's mount table)."""
+    best, kind = "", "?"
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if str(path.resolve()).startswith(fields[1]) and len(fields[1]) >= len(best):
+            best, kind = fields[1], fields[2]
+    return kind
 
 
 def _local_version(tracking: str, name: str) -> Path:
