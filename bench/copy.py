@@ -349,13 +349,9 @@ def run(
 
 
 def _filesystem(path: Path) -> str:
-    """The type of the filesystem that holds `path` (the kernel's mount table)."""
-    best, kind = "", "?"
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        if str(path.resolve()).startswith(fields[1]) and len(fields[1]) >= len(best):
-            best, kind = fields[1], fields[2]
-    return kind
+    """The type of the filesystem that holds `path`."""
+    found = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True)
+    return found.stdout.strip() or "?"
 
 
 def _local_version(tracking: str, name: str) -> Path:

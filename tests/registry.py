@@ -54,6 +54,16 @@ def make_model_dir(root: Path, seed: int, big: int = 0) -> Path:
     return root
 
 
+def sharded_model(root: Path, shards: int, size: int, seed: int) -> Path:
+    """A model of `shards` random files of `size` bytes each, and its MLmodel."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True)
+    (root / "MLmodel").write_text("flavors: {}\n")
+    for i in range(shards):
+        (root / f"shard-{i}.bin").write_bytes(rng.randbytes(size))
+    return root
+
+
 @dataclass
 class Registered:
     """name -> version -> expected tree"""

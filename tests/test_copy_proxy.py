@@ -24,7 +24,7 @@ from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepositor
 
 from tests.conftest import Stores
 from tests.procs import wait_until
-from tests.registry import register, tree
+from tests.registry import register, sharded_model, tree
 from tests.tcpproxy import TcpProxy
 from tests.test_copy import clean_env, copy
 from webhook.copier.proxy import ARTIFACTS, locate
@@ -143,12 +143,7 @@ def test_sigterm_mid_download_stops_every_file_and_leaves_nothing(
 ) -> None:
     """The pod is deleted while its model comes through the proxy at 2 MB/s (50 s for these 100
     MB): the copier stops at once, all eight downloads with it, and leaves nothing."""
-    rng = random.Random(12)
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "MLmodel").write_text("flavors: {}\n")
-    for i in range(10):
-        (src / f"shard-{i}.bin").write_bytes(rng.randbytes(10 * MB))
+    src = sharded_model(tmp_path / "src", 10, 10 * MB, seed=12)
     version = register(stores.mlflow.url, "proxied", None, "proxied-stopped", src)
     host, port = stores.mlflow.url.removeprefix("http://").split(":")
     dest = tmp_path / "m"

@@ -17,7 +17,7 @@ from typing import Any
 
 from tests.conftest import Stores
 from tests.procs import wait_until
-from tests.registry import register, tree
+from tests.registry import register, sharded_model, tree
 from tests.servers import gofakes3_server
 from tests.tcpproxy import TcpProxy
 from tests.test_copy import clean_env, copy
@@ -88,12 +88,7 @@ def test_a_copy_out_of_time_says_so_and_the_next_attempt_resumes(
 ) -> None:
     """`--timeout` ends an S3 copy on a slow network: exit 6 (unavailable, as after retries),
     nothing a model server could load, and what came whole is kept for the next attempt."""
-    rng = random.Random(4)
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "MLmodel").write_text("flavors: {}\n")
-    for i in range(3):
-        (src / f"shard-{i}.bin").write_bytes(rng.randbytes(40 * MB))
+    src = sharded_model(tmp_path / "src", 3, 40 * MB, seed=4)
     version = register(stores.mlflow.url, "s3", "s3://mlflow/mlruns", "out-of-time", src)
     uri, dest = f"models:/out-of-time/{version}", tmp_path / "m"
     host, port = stores.s3.url.removeprefix("http://").split(":")

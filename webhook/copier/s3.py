@@ -196,19 +196,23 @@ def _copy(
 ) -> Fetched:
     """One wildcard copy of every object not `kept`, each whole file written to the journal
     with the size and ETag of `entries` (lines that arrive before the listing wait for it)."""
-    done, arrived, by_source = Fetched(), list[str](), dict[str, Entry]()
+    done = Fetched()
+    arrived: list[str] = []  # whole files the listing has not described yet
+    by_source: dict[str, Entry] | None = None  # once the listing is in
 
-    def record(final: bool = False) -> None:
-        if not by_source and (final or entries.done()):
-            by_source.update((f"s3://{bucket}/{e.key}", e) for e in entries.result())
-        for source in arrived if by_source else ():
+    def record() -> None:
+        nonlocal by_source
+        if by_source is None:
+            if not entries.done():
+                return
+            by_source = {f"s3://{bucket}/{e.key}": e for e in entries.result()}
+        for source in arrived:
             entry = by_source.get(source)  # none for an object put after the listing
             if entry is not None:
                 add(entry.path, entry.size, entry.etag)
                 done.files += 1
                 done.bytes += entry.size
-        if by_source:
-            arrived.clear()
+        arrived.clear()
 
     # One wildcard copy, which takes each object's size from its own listing: ~3x faster on
     # thousands of small files than a command per object (a HEAD each). What is kept stays:
@@ -222,8 +226,9 @@ def _copy(
                 if report.get("success"):
                     arrived.append(report["source"])
                     record()
-        record(final=True)
-    missing = [e for e in by_source.values() if e.path not in kept]
+        listed = entries.result()  # if the copy ended first, its lines wait for the listing
+        record()
+    missing = [e for e in listed if e.path not in kept]
     if not missing:
         return done  # an empty folder: s5cmd found no object, which is not its error
     if proc.returncode != 0 or done.files < len(missing):
