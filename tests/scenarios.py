@@ -35,15 +35,19 @@ import yaml
 
 from tests.cluster import ControlPlane, kustomize, pod_file
 from tests.procs import running, wait_until
+from webhook.groups import escape_group
 
 OUTCOMES = ("correct", "wrong", "uninjected", "refused", "error", "no-api-server")
 INJECTED = "mlflow.primehub.io/injected"
 
 
-def scenario_pod(kind: str, namespace: str) -> dict[str, Any]:
-    """An example pod (notebook or deployment) placed in `namespace`, with a generated name."""
+def scenario_pod(kind: str, namespace: str, group: str | None = None) -> dict[str, Any]:
+    """An example pod (notebook or deployment) placed in `namespace`, with a generated name, of
+    its own group (Research_Team) or `group`."""
     pod = pod_file(kind, unique=True)
     pod["metadata"]["namespace"] = namespace
+    if group is not None:
+        pod["metadata"]["labels"]["primehub.io/group"] = escape_group(group)
     return pod
 
 
@@ -80,13 +84,16 @@ class Tally:
 
 
 @contextlib.contextmanager
-def pod_load(cp: ControlPlane, namespace: str, threads: int = 2) -> Iterator[Tally]:
-    """Notebooks and model deployments created (server-side dry run: admitted, not stored)
-    without pause until the block ends; yields the tally, complete when the block has ended."""
+def pod_load(
+    cp: ControlPlane, namespace: str, threads: int = 2, group: str | None = None
+) -> Iterator[Tally]:
+    """Notebooks and model deployments (of `group`, if given) created (server-side dry run:
+    admitted, not stored) without pause until the block ends; yields the tally, complete when
+    the block has ended."""
     tally = Tally()
     stop = threading.Event()
     lock = threading.Lock()
-    pods = [(kind, scenario_pod(kind, namespace)) for kind in ("notebook", "deployment")]
+    pods = [(kind, scenario_pod(kind, namespace, group)) for kind in ("notebook", "deployment")]
 
     def create(k: int) -> None:
         session = requests.Session()

@@ -32,6 +32,7 @@ class Switch:
     def __init__(self) -> None:
         self.is_ready = True
         self.synced = True
+        self.failing: str | None = None
 
     def ready(self) -> bool:
         return self.is_ready
@@ -44,6 +45,9 @@ class Switch:
 
     def settings_age(self) -> float | None:
         return None
+
+    def doubt(self) -> str | None:
+        return self.failing
 
 
 @pytest.fixture
@@ -98,6 +102,32 @@ def test_a_target_that_gets_nothing_is_warned(client: FlaskClient) -> None:
         "'Research_Team' in namespace 'elsewhere', nor one without a group for the whole "
         "namespace"
     ]
+
+
+def test_while_the_settings_source_fails_no_pod_is_told_there_is_no_setting(
+    client: FlaskClient, health: Switch
+) -> None:
+    """A setting created since the last list would be missed: a pod of a group with no known
+    setting gets an error, which failurePolicy handles (a model deployment is refused and
+    retried by its controller), saying why; a pod whose setting is known still gets it."""
+    health.failing = "the webhook cannot watch mlflowsettings (HTTP 403), failing since 10:00:00"
+    for pod, namespace in ((POD, "elsewhere"), (DEPLOYMENT, "hub")):
+        r = client.post("/mutate", json=review(pod, namespace=namespace))
+        assert r.status_code == 503
+        message = error_message(r.get_json(), 503)
+        assert message.startswith("mlflow webhook: cannot tell this pod's MLflow settings: no ")
+        assert "but the webhook cannot watch mlflowsettings (HTTP 403), failing since" in message
+    answer = client.post("/mutate", json=review()).get_json()["response"]
+    assert answer["allowed"] and answer["patchType"] == "JSONPatch"
+    text = client.get("/metrics").get_data(as_text=True)
+    for kind in ("notebook", "deployment"):
+        assert (
+            f'mlflow_webhook_admission_requests_total{{outcome="unsure",pod_kind="{kind}"}} 1.0'
+            in text
+        )
+    health.failing = None  # listed again: the same pods get a confident answer
+    answer = client.post("/mutate", json=review(namespace="elsewhere")).get_json()["response"]
+    assert answer["allowed"] and "not injected" in answer["warnings"][0]
 
 
 @pytest.mark.parametrize(

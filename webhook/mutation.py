@@ -19,7 +19,7 @@ from webhook.settings.model import NAMESPACE_KEY
 @dataclass
 class Decision:
     allowed: bool
-    outcome: str  # injected | unchanged | ignored | no-setting | denied
+    outcome: str  # injected | unchanged | ignored | no-setting | unsure | denied
     kind: PodKind = PodKind.NONE
     group: str = ""
     setting: str = ""
@@ -29,7 +29,17 @@ class Decision:
     message: str = ""
 
 
-def decide(pod: dict[str, Any], namespace: str, index: SettingsIndex, config: Config) -> Decision:
+def decide(
+    pod: dict[str, Any],
+    namespace: str,
+    index: SettingsIndex,
+    config: Config,
+    doubt: str | None = None,
+) -> Decision:
+    """`doubt`: why the index may lack a setting that exists (its source is failing). Then a
+    pod it finds no setting for is `unsure`, an error for failurePolicy, never a confident "no
+    setting": a notebook admitted bare keeps no MLflow for its whole life. A setting it does
+    find is served, stale or not."""
     target = classify(pod, config)
     if target is None:
         return Decision(True, "ignored")
@@ -52,6 +62,14 @@ def decide(pod: dict[str, Any], namespace: str, index: SettingsIndex, config: Co
                 f"no MLflowSetting for group {target.group!r} in namespace {namespace!r}, nor "
                 "one without a group for the whole namespace"
             )
+        if doubt and resolved is None and not target.label_error:
+            decision.outcome = "unsure"
+            decision.message = (
+                f"mlflow webhook: cannot tell this pod's MLflow settings: {why}, as last listed, "
+                f"but {doubt}, so one created since would be missed; try again once they are "
+                "listed (within a minute)"
+            )
+            return decision
         return _unserved(decision, why, config)
     decision.setting = resolved.ref
     try:

@@ -109,7 +109,7 @@ def build_app(opts: ServeOptions, shared: Shared) -> Loaded:
         from webhook.settings.sources import SnapshotFollower
 
         index = shared.settings.index
-        app = create_app(index, opts.config, _Health(runstate, _always), metrics)
+        app = create_app(index, opts.config, _Health(runstate, _always, _sure), metrics)
         follower = SnapshotFollower(
             shared.settings.snapshot,
             index,
@@ -135,7 +135,8 @@ def build_app(opts: ServeOptions, shared: Shared) -> Loaded:
         on_sync=synced,
         on_failure=lambda verb: failures[verb].inc(),
     )
-    app = create_app(index, opts.config, _Health(shared.runstate, watcher.ready.wait), metrics)
+    health = _Health(shared.runstate, watcher.ready.wait, lambda: watcher.doubt)
+    app = create_app(index, opts.config, health, metrics)
     changed = [app.extensions["refresh_settings_gauges"]]
     stop: Callable[[], None] = _nothing
     if opts.status_namespace:
@@ -158,6 +159,10 @@ def _always(_timeout: float) -> bool:
     return True
 
 
+def _sure() -> None:
+    """A settings file: the master checked it; no version of it can lack a setting unseen."""
+
+
 def _nothing() -> None:
     pass
 
@@ -166,6 +171,7 @@ def _nothing() -> None:
 class _Health:
     runstate: RunState
     wait_synced: Callable[[float], bool]
+    doubt: Callable[[], str | None]
 
     def ready(self) -> bool:
         return self.runstate.ready()

@@ -38,6 +38,10 @@ class Health(Protocol):
         """Seconds since the worker with the oldest settings knew them current, for /readyz
         (None: not known)."""
 
+    def doubt(self) -> str | None:
+        """Why this process's settings may lack one that exists (its source is failing), or
+        None (mutation.decide)."""
+
 
 class AlwaysReady:
     """For an index filled before the app starts (a file, a test)."""
@@ -52,6 +56,9 @@ class AlwaysReady:
         return {}
 
     def settings_age(self) -> float | None:
+        return None
+
+    def doubt(self) -> str | None:
         return None
 
 
@@ -134,14 +141,20 @@ def create_app(
         elif not health.wait_synced(SYNC_WAIT):
             return not_ready(req, start)
         else:
+            doubt = health.doubt()  # read before the index: a list that clears it came first
             try:
-                decision = decide(req.obj, req.namespace, index, config)
+                decision = decide(req.obj, req.namespace, index, config, doubt)
             except RecursionError:
                 _log(req, None, "bad-request", start, reason="nested too deeply")
                 return _error(400, "request.object is nested too deeply")
             except Exception:
                 log.exception("mutation failed for request %s", req.uid)
                 decision = on_error(req.obj, config)
+        elapsed = _log(req, decision, decision.outcome, start)
+        metrics.requests.labels(decision.outcome, decision.kind.value).inc()
+        metrics.latency.observe(elapsed)
+        if decision.outcome == "unsure":  # an error, for failurePolicy to decide
+            return _error(503, decision.message)
         body = response(
             req,
             allowed=decision.allowed,
@@ -149,9 +162,6 @@ def create_app(
             warnings=decision.warnings,
             message=decision.message,
         )
-        elapsed = _log(req, decision, decision.outcome, start)
-        metrics.requests.labels(decision.outcome, decision.kind.value).inc()
-        metrics.latency.observe(elapsed)
         return _json(body)
 
     @app.post("/validate")

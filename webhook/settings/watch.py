@@ -13,6 +13,10 @@ watch misbehaves nor serve settings that went stale without anyone seeing it:
 - While the API server cannot be reached, the index keeps the settings last listed: they were
   right a moment ago, where an empty index would be wrong for every group at once. How old
   they are is `on_sync`'s to publish (the metrics), and a failure is `on_failure`'s.
+- But a setting created since then is missing from it, so from the first failure until a list
+  works again the watcher holds a `doubt`: why the index may lack a setting that exists. The
+  admission path then answers a pod it finds no setting for with an error, not with "no
+  setting" (mutation.py).
 """
 
 from __future__ import annotations
@@ -66,12 +70,13 @@ class Backoff:
         self.initial, self.cap, self.reset_after, self.clock = initial, cap, reset_after, clock
         self._delay = initial
         self._last: float | None = None
+        self.since = 0.0  # when the failures that the back-off remembers began (clock's time)
 
     def failed(self) -> float:
         """A failure now: how long to wait before the next try."""
         now = self.clock()
-        if self._last is not None and now - self._last > self.reset_after:
-            self._delay = self.initial
+        if self._last is None or now - self._last > self.reset_after:
+            self._delay, self.since = self.initial, now
         self._last = now
         wait = self._delay * (1 + random.random() / 2)
         self._delay = min(self._delay * 2, self.cap)
@@ -117,6 +122,8 @@ class ClusterWatcher:
         self.backoff = backoff or Backoff()
         self.page_size = 500
         self.ready = threading.Event()
+        # Why the index may lack a setting that exists (None: as current as its last event).
+        self.doubt: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="settings-watch", daemon=True)
 
@@ -136,6 +143,7 @@ class ClusterWatcher:
                 self._watch(version)
             except Expired as e:
                 if e.events:  # the watch had been working: list again at once
+                    self.doubt = f"the webhook's watch of {PLURAL} expired; listing them again"
                     continue
                 self._failed(verb, e)
             except Exception as e:  # any other failure: back off, then list again
@@ -144,14 +152,10 @@ class ClusterWatcher:
     def _failed(self, verb: str, error: Exception) -> None:
         self.on_failure(verb)
         wait = self.backoff.failed()
-        log.warning(
-            "cannot %s %s (%s)%s; retrying in %.1f s",
-            verb,
-            PLURAL,
-            brief(f"{type(error).__name__}: {error}"),
-            _hint(verb, error),
-            wait,
-        )
+        why = f"cannot {verb} {PLURAL} ({brief(f'{type(error).__name__}: {error}')})"
+        log.warning("%s%s; retrying in %.1f s", why, _hint(verb, error), wait)
+        began = time.gmtime(time.time() - (self.backoff.clock() - self.backoff.since))
+        self.doubt = f"the webhook {why}, failing since {time.strftime('%H:%M:%S UTC', began)}"
         self._stop.wait(wait)
 
     def _list(self) -> str:
@@ -176,6 +180,7 @@ class ClusterWatcher:
             if not token:
                 break
         self.index.replace_entries(entries)
+        self.doubt = None  # as current as the list, and watched from here
         self.on_change()
         self.on_sync()
         self.ready.set()
