@@ -232,7 +232,7 @@ def report(name: str, tally: Tally, figures: SourceFault | None = None) -> None:
     """One line of counts (and figures), then up to five answers that were not right."""
     print(f"{name:<14}{tally.line()}{f'  {figures.line()}' if figures else ''}", flush=True)
     for example in tally.examples[:5]:
-        print(f"{'':<14}e.g. {example[:200]}")
+        print(f"{'':<14}e.g. {example[:300]}")
 
 
 if __name__ == "__main__":

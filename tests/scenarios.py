@@ -73,7 +73,13 @@ class Tally:
         result = outcome(reply)
         self.counts[result] += 1
         if result != "correct" and len(self.examples) < 5:
-            self.examples.append(f"{kind}: {reply.status_code} {reply.text[:300]}")
+            # An admitted pod's body is the pod: what its user saw is the warning.
+            said = (
+                reply.headers.get("Warning") or "(no warning: the API server failed open)"
+                if reply.status_code == 201
+                else reply.text
+            )
+            self.examples.append(f"{kind}: {reply.status_code} {said.strip()[:300]}")
 
     @property
     def bad(self) -> int:
