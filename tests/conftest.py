@@ -16,6 +16,7 @@ from tests.cluster import ControlPlane, Installed, control_plane, install
 from tests.procs import environ
 from tests.registry import Registered, make_model_dir, register
 from tests.servers import S3, Mlflow, launch_mlflow, moto_server, wait_mlflow
+from tests.workspaces import SharedMlflow, shared_mlflow
 
 # The property tests draw the same examples on every run, as the fuzz tests use a fixed seed:
 # a red CI is a change's doing, not the dice's. HYPOTHESIS_PROFILE=explore draws new ones (how
@@ -79,3 +80,12 @@ def installed(
 ) -> Iterator[Installed]:
     with install(cluster, tmp_path_factory.mktemp("install")) as inst:
         yield inst
+
+
+@pytest.fixture(scope="session")
+def shared(
+    installed: Installed, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SharedMlflow]:
+    """One MLflow shared by two teams, with Kubernetes identities (tests/workspaces.py)."""
+    with shared_mlflow(installed, tmp_path_factory.mktemp("shared-mlflow")) as running:
+        yield running

@@ -14,6 +14,42 @@ from typing import Any
 from tests.procs import BIN
 
 Manifest = dict[str, Any]
+# Where a pod's containers find its ServiceAccount's token and namespace: a fixed path, which no
+# argument or variable can redirect; a private mount namespace puts a folder there for one
+# process (the host's /var/run is /run, which has no secrets/: an empty tmpfs takes its place).
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+_AT_SERVICE_ACCOUNT_DIR = (
+    "set -e; mount --make-rprivate /; mount -t tmpfs tmpfs /run; "
+    f'mkdir -p {SERVICE_ACCOUNT_DIR}; mount --bind "$1" {SERVICE_ACCOUNT_DIR}; '
+    'shift; exec "$@"'
+)
+
+
+def with_service_account(folder: Path, command: list[str]) -> list[str]:
+    """`command`, run with `folder` (files `token`, `namespace`) where a pod has its
+    ServiceAccount's, as MLflow's client and the copier read them."""
+    wrapper = ["unshare", "--mount", "--fork", "--", "bash", "-c", _AT_SERVICE_ACCOUNT_DIR, "_"]
+    return [*wrapper, str(folder), *command]
+
+
+def project_identity(pod: dict[str, Any], token: str, root: Path) -> dict[str, Path]:
+    """Folders for the pod's projected volumes that carry its ServiceAccount token (and its
+    namespace), as the kubelet projects them, `token` standing for the one it would request."""
+    folders: dict[str, Path] = {}
+    for volume in pod["spec"].get("volumes") or []:
+        sources = (volume.get("projected") or {}).get("sources") or []
+        if not any("serviceAccountToken" in s for s in sources):
+            continue
+        folder = root / volume["name"]
+        folder.mkdir(parents=True)
+        for source in sources:
+            if "serviceAccountToken" in source:
+                (folder / source["serviceAccountToken"]["path"]).write_text(token)
+            for item in (source.get("downwardAPI") or {}).get("items") or []:
+                if item["fieldRef"]["fieldPath"] == "metadata.namespace":
+                    (folder / item["path"]).write_text(pod["metadata"]["namespace"])
+        folders[volume["name"]] = folder
+    return folders
 
 
 def _data(objects: list[Manifest], kind: str, name: str) -> dict[str, str]:
@@ -110,4 +146,6 @@ def run_container(
         "HOME": os.environ.get("HOME", "/"),
         **{k: host(v) for k, v in resolve_env(container, objects).items()},
     }
+    if SERVICE_ACCOUNT_DIR in mapped:
+        command = with_service_account(mapped[SERVICE_ACCOUNT_DIR], command)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

@@ -96,6 +96,47 @@ TABLE: list[tuple[dict[str, Any], str | None]] = [
         "spec.modelInit.env[0]",
     ),
     ({"tackingUri": "typo"}, "spec"),
+    # One MLflow shared by teams: workspaces (MLflow's own name rule) and Kubernetes identities.
+    ({"workspace": "team-a"}, None),
+    ({"workspace": "default"}, None),
+    ({"workspace": "a" * 63}, None),
+    ({"workspace": "a" * 64}, "spec.workspace"),
+    ({"workspace": "a"}, "spec.workspace"),
+    ({"workspace": "Team-A"}, "spec.workspace"),
+    ({"workspace": "team_a"}, "spec.workspace"),
+    ({"workspace": "-team"}, "spec.workspace"),
+    ({"workspace": "team-"}, "spec.workspace"),
+    ({"workspace": "team-a\n"}, "spec.workspace"),
+    ({"workspace": "ajax-api"}, "spec.workspace"),
+    ({"workspace": "workspaces"}, "spec.workspace"),
+    ({"workspace": "static-files"}, "spec.workspace"),
+    ({"workspace": "apis"}, None),
+    ({"trackingAuth": "kubernetes"}, None),
+    ({"trackingAuth": "kubernetes-namespaced", "workspace": "team-a"}, None),
+    ({"trackingAuth": "Kubernetes"}, "spec.trackingAuth"),
+    ({"trackingAuth": "basic"}, "spec.trackingAuth"),
+    ({"trackingAuth": "kubernetes", "trackingUri": "databricks"}, "spec"),
+    (
+        {
+            "trackingAuth": "kubernetes",
+            "trackingEnv": [{"name": "MLFLOW_TRACKING_TOKEN", "valueFrom": REF}],
+        },
+        "spec",
+    ),
+    (
+        {
+            "trackingAuth": "kubernetes",
+            "trackingEnv": [{"name": "MLFLOW_TRACKING_AUTH", "value": "kubernetes"}],
+        },
+        "spec",
+    ),
+    ({"trackingEnv": [{"name": "MLFLOW_TRACKING_AUTH", "value": "my-plugin"}]}, None),
+    (
+        {"trackingAuth": "kubernetes", "trackingEnv": [{"name": "MLFLOW_X", "value": "1"}]},
+        None,
+    ),
+    ({"workspace": "team-a", "artifactEnv": [{"name": "MLFLOW_WORKSPACE", "value": "b"}]}, "spec"),
+    ({"trackingEnv": [{"name": "MLFLOW_WORKSPACE", "value": "team-b"}]}, None),
     # Each of these, accepted before, made every pod of the group one the API server refuses.
     (
         {

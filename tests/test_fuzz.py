@@ -73,6 +73,12 @@ ODD_STRINGS = [
     "MLFLOW_X\n",  # Python's $ matches before a final newline, the API server's does not
     "20Gi\n",
     "models:/m@a%0a",
+    "kubernetes",
+    "kubernetes-namespaced",
+    "team-a",
+    "ajax-api",
+    "MLFLOW_WORKSPACE",
+    "MLFLOW_TRACKING_AUTH",
 ]
 KEYS = [
     "metadata",
@@ -117,6 +123,8 @@ KEYS = [
     "groupVolume",
     "modelInit",
     "caBundle",
+    "workspace",
+    "trackingAuth",
 ]
 
 

@@ -273,7 +273,7 @@ def test_metrics_count_by_outcome_and_kind(client: FlaskClient) -> None:
         in text
     )
     assert "mlflow_webhook_admission_duration_seconds_count 2.0" in text
-    assert "mlflow_webhook_settings_loaded 11.0" in text  # tests/golden/settings.yaml
+    assert "mlflow_webhook_settings_loaded 13.0" in text  # tests/golden/settings.yaml
     assert "mlflow_webhook_settings_invalid 1.0" in text
     assert "mlflow_webhook_settings_conflicts 1.0" in text  # dup-a and dup-b
 

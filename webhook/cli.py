@@ -185,7 +185,7 @@ def _check(args: argparse.Namespace) -> int:
     from webhook.doctor import run
 
     logging.basicConfig(level=logging.ERROR)
-    return run(args.model)
+    return run(args.model, args.kubeconfig, args.service_account)
 
 
 def _certs(args: argparse.Namespace) -> int:
@@ -358,6 +358,18 @@ def parser() -> argparse.ArgumentParser:
         help="check a group's MLflow setting as its pods use it (run it in a pod of the group)",
     )
     d.add_argument("--model", help="also resolve this models:/ URI and list its artifacts")
+    d.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="where the API server is, for the Kubernetes-identity check outside a pod "
+        "(in a pod: its own)",
+    )
+    d.add_argument(
+        "--service-account",
+        metavar="NAMESPACE/NAME",
+        help="with MLFLOW_TRACKING_AUTH=kubernetes*: check as this ServiceAccount's pods log in, "
+        "with a token from the TokenRequest API",
+    )
     d.set_defaults(func=_check)
 
     k = sub.add_parser("certs", help="keep the webhook's certificates (self-managed install)")

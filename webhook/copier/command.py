@@ -19,6 +19,7 @@ from webhook.copier import s3
 from webhook.copier.client_env import quiet_client, tracking_uri_problem
 from webhook.copier.errors import CopyError, Exit, redact
 from webhook.copier.fetch import Progress, fetch, human, tree_size
+from webhook.copier.identity import identity_problem
 from webhook.copier.resolve import Resolved, resolve
 from webhook.copier.retry import with_retries
 from webhook.copier.staging import STAGING, Journal, clear, mark_complete, prepare
@@ -36,7 +37,7 @@ def _holds(record: dict[str, Any] | None, **wanted: str) -> TypeGuard[dict[str, 
 
 def copy_model(uri: ModelUri, dest: Path, timeout: float, progress_every: float = 10.0) -> Resolved:
     """Resolves and copies; returns what was copied. Raises CopyError with the exit code."""
-    problem = tracking_uri_problem()
+    problem = tracking_uri_problem() or identity_problem()
     if problem:
         raise CopyError(Exit.USAGE, problem)
     quiet_client(request_timeout=60)  # our retries, with a deadline, replace MLflow's

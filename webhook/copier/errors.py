@@ -3,10 +3,12 @@ which client errors are worth another try (by status, not by text)."""
 
 from __future__ import annotations
 
+import os
 import re
 from enum import IntEnum
 
 from webhook.brief import brief
+from webhook.copier import identity
 from webhook.copier.rest import RestError
 from webhook.modeluri import ModelUri
 
@@ -87,10 +89,38 @@ def redact(text: str) -> str:
     return _USERINFO.sub("***@", text)
 
 
+def _refused_identity(code: str) -> CopyError:
+    """The MLflow server refused the pod's Kubernetes identity: whose, and what to grant."""
+    account = identity.service_account() or "the pod's ServiceAccount"
+    workspace = identity.workspace()
+    if code == "PERMISSION_DENIED":
+        return CopyError(
+            Exit.AUTH,
+            f"{account} may not read the registered model in MLflow workspace {workspace!r}: "
+            "an admin grants it a Role there on API group mlflow.kubeflow.org, resources "
+            "registeredmodels and experiments, verbs get and list",
+        )
+    return CopyError(
+        Exit.AUTH,
+        f"the group's MLflow server refused the token of {account} (MLFLOW_TRACKING_AUTH="
+        f"{os.environ.get('MLFLOW_TRACKING_AUTH')}): expired, or not one the cluster's API "
+        "server issued",
+    )
+
+
 def _by_error_code(code: str, text: str, uri: ModelUri, where: str, what: str) -> Exception:
     """An MLflow server's error code (MlflowException's, or the REST answer's) decides."""
+    if code == "FEATURE_DISABLED" and identity.workspace() is not None:
+        return CopyError(
+            Exit.USAGE,
+            f"the group's MLflow server has no workspaces, and the pod names workspace "
+            f"{identity.workspace()!r} ({identity.named_by()}): the MLflowSetting's workspace "
+            "needs a server started with --enable-workspaces (MLflow >= 3.10)",
+        )
     if code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "CUSTOMER_UNAUTHORIZED"):
         if what == "resolve" or where.startswith("mlflow-artifacts:"):
+            if identity.uses_file_token():
+                return _refused_identity(code)
             return CopyError(
                 Exit.AUTH,
                 f"the group's MLflow server refused access ({where}): "

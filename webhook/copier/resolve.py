@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from webhook.copier import rest
+from webhook.copier import identity, rest
 from webhook.copier.errors import CopyError, Exit
 from webhook.modeluri import ModelUri
 
@@ -98,8 +98,41 @@ def _model_exists(name: str) -> bool | None:
     return True
 
 
+def _workspace_problem() -> CopyError | None:
+    """A "not found" that is the workspace's, not the model's: the workspace named does not exist
+    (a search in it answers 404, where in one that exists it answers even without rights), or
+    the server requires one and none is named (a search without it answers 400)."""
+    registry = rest.registry_uri()
+    if not rest.speaks(registry):
+        return None
+    try:
+        rest.call(registry, "/registered-models/search", {"max_results": 1})
+    except rest.RestError as e:
+        workspace = identity.workspace()
+        if workspace is not None and e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return CopyError(
+                Exit.NOT_FOUND,
+                f"MLflow workspace {workspace!r} ({identity.named_by()}) does not exist on the "
+                "group's MLflow server",
+            )
+        if workspace is None and e.error_code == "INVALID_PARAMETER_VALUE":
+            return CopyError(
+                Exit.USAGE,
+                "the group's MLflow server serves workspaces and wants one named, and the pod "
+                f"names none ({e}): set workspace (or trackingAuth: kubernetes-namespaced) in "
+                "the MLflowSetting",
+            )
+    except Exception:
+        return None
+    return None
+
+
 def explain_missing(uri: ModelUri) -> CopyError | None:
-    """Whether the model itself is missing, which says more than "version not found"."""
+    """Whether the workspace or the model itself is missing, which says more than "version not
+    found"."""
+    problem = _workspace_problem()
+    if problem is not None:
+        return problem
     if uri.model_id is not None:
         return CopyError(
             Exit.NOT_FOUND, f"{uri.describe()} does not exist in the group's MLflow server"

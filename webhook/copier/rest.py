@@ -1,15 +1,17 @@
 """The registry calls copy-artifacts makes, over MLflow's REST API as MlflowClient makes them,
 without importing MLflow: importing it takes about a second and 80 MB before the first byte, and
-a version is found with two GETs. The same credentials and TLS variables as MLflow's client
-(mlflow/utils/rest_utils.py), through `requests` as there (so proxies, REQUESTS_CA_BUNDLE and
-credentials in the URL behave alike). What this does not speak (Databricks, an auth plugin)
-stays with MLflow's own client (resolve.py)."""
+a version is found with two GETs. The same credentials, TLS variables, workspace and Kubernetes
+identity as MLflow's client (mlflow/utils/rest_utils.py; identity.py), through `requests` as there
+(so proxies, REQUESTS_CA_BUNDLE and credentials in the URL behave alike). What this does not speak
+(Databricks, an auth plugin other than MLflow's Kubernetes ones) stays with MLflow's own client
+(resolve.py)."""
 
 from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING, Any
 
+from webhook.copier import identity
 from webhook.settings import rules
 
 if TYPE_CHECKING:
@@ -32,7 +34,8 @@ def registry_uri() -> str:
 
 def speaks(uri: str) -> bool:
     """Whether these calls reach the server as MLflow's client would."""
-    return rules.matches(r"^https?://\S+$", uri) and not os.environ.get("MLFLOW_TRACKING_AUTH")
+    auth = os.environ.get("MLFLOW_TRACKING_AUTH")
+    return rules.matches(r"^https?://\S+$", uri) and (not auth or identity.kubernetes())
 
 
 def options() -> dict[str, Any]:
@@ -43,10 +46,15 @@ def options() -> dict[str, Any]:
     }
     user, password = (os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("USERNAME", "PASSWORD"))
     token = os.environ.get("MLFLOW_TRACKING_TOKEN")
-    if user and password:
+    if user and password and not identity.kubernetes():
         kwargs["auth"] = (user, password)
     elif token:
         kwargs["headers"]["Authorization"] = f"Bearer {token}"
+    elif identity.kubernetes():
+        kwargs["auth"] = identity.ServiceAccountToken()
+    workspace = identity.workspace()
+    if workspace is not None:
+        kwargs["headers"][identity.WORKSPACE_HEADER] = workspace
     if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
         kwargs["verify"] = False
     elif os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
@@ -77,8 +85,11 @@ def check(response: Response, by_status: bool = True) -> None:
         return
     try:
         detail = response.json()
-        code, message = str(detail.get("error_code", "")), str(detail.get("message", ""))
-    except ValueError:
+        # MLflow's own shape, or the Kubernetes plugin's ({"error": {"code", "message"}}).
+        nested = detail.get("error") if isinstance(detail.get("error"), dict) else {}
+        code = str(detail.get("error_code") or nested.get("code") or "")
+        message = str(detail.get("message") or nested.get("message") or "")
+    except (ValueError, AttributeError):
         code, message = "", ""
     code = code or (_BY_STATUS.get(response.status_code, "") if by_status else "")
     if not code:

@@ -49,6 +49,12 @@ def mutate(
         warnings = mount_setting_volumes(
             spec, setting, spec.get("containers") or [], read_only=False
         )
+        if setting.tracking_auth is not None and spec.get("automountServiceAccountToken") is False:
+            warnings.append(
+                "the pod does not mount its ServiceAccount token (automountServiceAccountToken: "
+                "false), with which MLflow's client logs in here (MLFLOW_TRACKING_AUTH="
+                f"{setting.tracking_auth}): its runs cannot reach the tracking server"
+            )
     if new != pod:
         new["metadata"]["annotations"] = {**annotations, ANNOTATION_INJECTED: setting.ref}
     return new, [f"mlflow webhook: {w}" for w in warnings]

@@ -34,7 +34,9 @@ class EnvGroup:
 TRACKING_SERVERS = frozenset({"MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"})
 ARTIFACT_SERVERS = frozenset({"MLFLOW_S3_ENDPOINT_URL"})
 TRACKING_CA, ARTIFACT_CA = "MLFLOW_TRACKING_SERVER_CERT_PATH", "AWS_CA_BUNDLE"
-_TRACKING_BOUND, _ARTIFACT_BOUND = frozenset({TRACKING_CA}), frozenset({ARTIFACT_CA})
+WORKSPACE, TRACKING_AUTH = "MLFLOW_WORKSPACE", "MLFLOW_TRACKING_AUTH"
+# The workspace is the group's server's; a container that names its own server keeps it out.
+_TRACKING_BOUND, _ARTIFACT_BOUND = frozenset({TRACKING_CA, WORKSPACE}), frozenset({ARTIFACT_CA})
 
 
 def server_env(setting: MLflowSetting) -> tuple[EnvVar, ...]:
@@ -45,18 +47,26 @@ def server_env(setting: MLflowSetting) -> tuple[EnvVar, ...]:
 
 
 def container_env_plan(setting: MLflowSetting, config: Config) -> tuple[EnvGroup, ...]:
-    """The setting's variables in the order they are added: server, tracking, artifact."""
+    """The setting's variables in the order they are added: server, tracking, artifact.
+    MLFLOW_TRACKING_AUTH is part of the tracking login: it says how the pod logs in, so a
+    container with a login of its own (a token, or its own MLFLOW_TRACKING_AUTH) gets none of
+    the group's."""
     tracking_ca: tuple[EnvVar, ...] = ()
     artifact_ca: tuple[EnvVar, ...] = ()
     if setting.ca_bundle is not None:
         tracking_ca = ({"name": TRACKING_CA, "value": CA_FILE},)
         artifact_ca = ({"name": ARTIFACT_CA, "value": CA_FILE},)
+    shared: list[EnvVar] = []
+    if setting.workspace is not None:
+        shared.append({"name": WORKSPACE, "value": setting.workspace})
+    if setting.tracking_auth is not None:
+        shared.append({"name": TRACKING_AUTH, "value": setting.tracking_auth})
     return (
         EnvGroup(server_env(setting), ()),
         EnvGroup(
-            setting.tracking_env + tracking_ca,
+            (*setting.tracking_env, *shared, *tracking_ca),
             setting.tracking_env_from,
-            config.tracking_credentials,
+            config.tracking_credentials | {TRACKING_AUTH},
             TRACKING_SERVERS,
             _TRACKING_BOUND,
         ),

@@ -18,7 +18,7 @@ from typing import Any
 from webhook.config import Config
 from webhook.inject.env import EnvGroup, container_env_plan, inject_container_env
 from webhook.inject.errors import Denied
-from webhook.inject.mounts import mount_setting_volumes
+from webhook.inject.mounts import mount_copier_volumes
 from webhook.modeluri import ModelUriError, parse_model_uri
 from webhook.pods import MODEL_SCHEME
 from webhook.settings.model import MLflowSetting
@@ -62,4 +62,4 @@ def complete_storage_initializer(
         )
     own = (EnvGroup(tuple(setting.model_init.env), ()),) if setting.model_init.env else ()
     inject_container_env(init, own + container_env_plan(setting, config))
-    return mount_setting_volumes(spec, setting, [init], read_only=True)
+    return mount_copier_volumes(spec, setting, init)

@@ -26,7 +26,7 @@ from webhook.config import (
 from webhook.inject.env import container_env_plan, inject_container_env
 from webhook.inject.errors import Denied
 from webhook.inject.kserve import complete_storage_initializer
-from webhook.inject.mounts import mount_setting_volumes
+from webhook.inject.mounts import mount_copier_volumes
 from webhook.inject.podresources import fit_pod_requests
 from webhook.inject.volumes import add_volume, free_name, is_exactly, mount, mount_at, norm
 from webhook.modeluri import ModelUriError, parse_model_uri
@@ -91,7 +91,7 @@ def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) 
         # PrimeHub's model volume is an emptyDir: the node's ephemeral storage holds the model.
         init = _init_container(setting, config, uri, dest, _size(annotations, setting, config))
         init["volumeMounts"] = copy.deepcopy(primehub.get("volumeMounts") or [])
-        warnings += mount_setting_volumes(spec, setting, [init], read_only=True)
+        warnings += mount_copier_volumes(spec, setting, init)
         spec["initContainers"] = [*inits[:taken], init, *inits[taken + 1 :]]
         _mount_model(containers, storage["name"], dest)
     else:
@@ -101,7 +101,7 @@ def add_model_init(pod: dict[str, Any], setting: MLflowSetting, config: Config) 
         in_emptydir = any("emptyDir" in v for v in spec["volumes"] if v["name"] == volume)
         init = _init_container(setting, config, uri, dest, size if in_emptydir else None)
         mount(init, volume, dest, read_only=False)
-        warnings += mount_setting_volumes(spec, setting, [init], read_only=True)
+        warnings += mount_copier_volumes(spec, setting, init)
         spec["initContainers"] = [*inits, init]
         _mount_model(containers, volume, dest)
     fit_pod_requests(spec, init)

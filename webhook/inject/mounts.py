@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from webhook.inject.ca import mount_ca
+from webhook.inject.identity import mount_identity
 from webhook.inject.volumes import mount_group_volume
 from webhook.settings.model import MLflowSetting
 
@@ -25,4 +26,15 @@ def mount_setting_volumes(
         )
     if setting.ca_bundle is not None:
         warnings += mount_ca(spec, setting.ca_bundle, containers)
+    return warnings
+
+
+def mount_copier_volumes(
+    spec: dict[str, Any], setting: MLflowSetting, copier: dict[str, Any]
+) -> list[str]:
+    """The copier's container (ours, or KServe's initializer running ours): the setting's
+    volumes, read-only, and with Kubernetes identities the pod's token (identity.py)."""
+    warnings = mount_setting_volumes(spec, setting, [copier], read_only=True)
+    if setting.tracking_auth is not None:
+        mount_identity(spec, [copier])
     return warnings

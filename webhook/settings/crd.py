@@ -27,6 +27,10 @@ def _cel_str(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _cel_list(items: Any) -> str:
+    return "[" + ", ".join(_cel_str(i) for i in sorted(items)) + "]"
+
+
 def _rule(rule: str, message: str) -> Schema:
     return {"rule": rule, "message": message}
 
@@ -60,7 +64,7 @@ def _ref() -> Schema:
 
 
 def _env() -> Schema:
-    logins = "[" + ", ".join(_cel_str(n) for n in sorted(rules.LOGIN_NAMES)) + "]"
+    logins = _cel_list(rules.LOGIN_NAMES)
     return {
         "type": "array",
         "maxItems": 64,
@@ -208,6 +212,22 @@ def spec_schema() -> Schema:
             _url_rule(
                 "uiUrl", rules.UI_URL, "must be an http(s):// URL with a host and no user:password@"
             ),
+            _rule(
+                "!has(self.trackingAuth) || !has(self.trackingEnv) || !self.trackingEnv.exists(e, "
+                f"e.name in {_cel_list(rules.TRACKING_LOGIN | {'MLFLOW_TRACKING_AUTH'})})",
+                "trackingAuth makes the pods' Kubernetes identity their login: trackingEnv may "
+                "not set another (a token or password, or MLFLOW_TRACKING_AUTH)",
+            ),
+            _rule(
+                "!has(self.trackingAuth) || self.trackingUri.matches('^https?://')",
+                "trackingAuth needs an http(s) tracking server",
+            ),
+            _rule(
+                "!has(self.workspace) || ((!has(self.trackingEnv) || !self.trackingEnv.exists(e, "
+                "e.name == 'MLFLOW_WORKSPACE')) && (!has(self.artifactEnv) || "
+                "!self.artifactEnv.exists(e, e.name == 'MLFLOW_WORKSPACE')))",
+                "MLFLOW_WORKSPACE comes from workspace: trackingEnv and artifactEnv may not set it",
+            ),
             {
                 # model.primehub_group_volume: project-<group lower-cased, _ as ->
                 "rule": "!has(self.artifactVolume) || !has(self.artifactVolume.groupVolume) || "
@@ -230,6 +250,27 @@ def spec_schema() -> Schema:
                 ],
             },
             "trackingUri": {**_string(2048), "description": "Becomes MLFLOW_TRACKING_URI."},
+            "workspace": {
+                **_string(63, pattern=rules.WORKSPACE),
+                "description": "The MLflow workspace (MLflow >= 3.10) the pods use: becomes "
+                "MLFLOW_WORKSPACE. Without it, with trackingAuth kubernetes-namespaced, each "
+                "pod's namespace is its workspace (MLflow's client's own rule).",
+                "x-kubernetes-validations": [
+                    _rule(
+                        f"!(self in {_cel_list(rules.RESERVED_WORKSPACES)})",
+                        f"is a name MLflow reserves ({', '.join(rules.RESERVED_WORKSPACES)})",
+                    )
+                ],
+            },
+            "trackingAuth": {
+                "type": "string",
+                "enum": list(rules.KUBERNETES_AUTH),
+                "description": "The pods authenticate to the tracking server with their "
+                "Kubernetes identity (their ServiceAccount's token), as MLflow's client does "
+                "with MLFLOW_TRACKING_AUTH (MLflow >= 3.11): no credential in the setting. "
+                "kubernetes-namespaced also sends the pod's namespace as the workspace unless "
+                "workspace names one.",
+            },
             "uiUrl": {**_string(2048), "description": "Becomes MLFLOW_UI_URL."},
             "trackingEnv": _env(),
             "trackingEnvFrom": _env_from(),
@@ -337,6 +378,7 @@ def crd() -> Schema:
                     "additionalPrinterColumns": [
                         {"name": "Group", "type": "string", "jsonPath": ".spec.group"},
                         {"name": "Tracking URI", "type": "string", "jsonPath": ".spec.trackingUri"},
+                        {"name": "Workspace", "type": "string", "jsonPath": ".spec.workspace"},
                         {"name": "Ready", "type": "string", "jsonPath": READY + ".status"},
                         {"name": "Reason", "type": "string", "jsonPath": READY + ".reason"},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -78,6 +78,8 @@ class MLflowSetting:
     artifact_volume: ArtifactVolume | None = None
     model_init: ModelInitOverride = NO_OVERRIDE
     ca_bundle: CaBundle | None = None
+    workspace: str | None = None  # MLFLOW_WORKSPACE
+    tracking_auth: str | None = None  # MLFLOW_TRACKING_AUTH: kubernetes or kubernetes-namespaced
 
     @property
     def ref(self) -> str:
@@ -217,6 +219,38 @@ def _model_init(c: _Checker, mi: dict[str, Any] | None) -> ModelInitOverride:
     )
 
 
+def _shared_server(
+    c: _Checker,
+    spec: dict[str, Any],
+    tracking_env: tuple[EnvVar, ...],
+    artifact_env: tuple[EnvVar, ...],
+) -> tuple[str | None, str | None]:
+    """The workspace and the Kubernetes identity, for one MLflow server shared by teams (the
+    CRD's rules on them, in its words)."""
+    workspace, auth = spec.get("workspace"), spec.get("trackingAuth")
+    if workspace in rules.RESERVED_WORKSPACES:
+        reserved = ", ".join(rules.RESERVED_WORKSPACES)
+        raise c.fail("spec.workspace", f"is a name MLflow reserves ({reserved})")
+    if auth is not None:
+        logins = rules.TRACKING_LOGIN | {"MLFLOW_TRACKING_AUTH"}
+        if any(e["name"] in logins for e in tracking_env):
+            raise c.fail(
+                "spec",
+                "trackingAuth makes the pods' Kubernetes identity their login: trackingEnv may "
+                "not set another (a token or password, or MLFLOW_TRACKING_AUTH)",
+            )
+        if not rules.matches("^https?://", spec["trackingUri"]):
+            raise c.fail("spec", "trackingAuth needs an http(s) tracking server")
+    if workspace is not None and any(
+        e["name"] == "MLFLOW_WORKSPACE" for e in tracking_env + artifact_env
+    ):
+        raise c.fail(
+            "spec",
+            "MLFLOW_WORKSPACE comes from workspace: trackingEnv and artifactEnv may not set it",
+        )
+    return workspace, auth
+
+
 def parse_setting(
     obj: Any, default_namespace: str, secret_names: frozenset[str] = LOGIN_NAMES
 ) -> MLflowSetting:
@@ -261,6 +295,7 @@ def parse_setting(
     insecure = [e for e in tracking_env if e["name"] == "MLFLOW_TRACKING_INSECURE_TLS"]
     if ca_bundle is not None and insecure and insecure[0].get("value", "").lower() == "true":
         raise c.fail("spec.caBundle", "MLFLOW_TRACKING_INSECURE_TLS=true and a CA bundle conflict")
+    workspace, tracking_auth = _shared_server(c, spec, tracking_env, artifact_env)
     assert tracking_uri is not None
     return MLflowSetting(
         namespace=namespace,
@@ -275,4 +310,6 @@ def parse_setting(
         artifact_volume=_artifact_volume(c, spec.get("artifactVolume"), group),
         model_init=_model_init(c, spec.get("modelInit")),
         ca_bundle=ca_bundle,
+        workspace=workspace,
+        tracking_auth=tracking_auth,
     )

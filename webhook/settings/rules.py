@@ -31,6 +31,15 @@ RESOURCE_QUANTITY = (
     r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]{1,2})?$"
 )
 
+# An MLflow workspace (MLflow >= 3.10): its own rule (mlflow/store/workspace/abstract_store.py,
+# WorkspaceNameValidator: this pattern, 2 to 63 characters, here in the pattern) and its
+# reserved names.
+WORKSPACE = r"^[a-z0-9][-a-z0-9]{0,61}[a-z0-9]$"
+RESERVED_WORKSPACES = ("workspaces", "api", "ajax-api", "static-files")
+# MLFLOW_TRACKING_AUTH values that make MLflow's client (>= 3.11) send the pod's ServiceAccount
+# token, and with `-namespaced` its namespace as the workspace when none is named.
+KUBERNETES_AUTH = ("kubernetes", "kubernetes-namespaced")
+
 
 # Names that form one login by default (config.py may add more): a container setting any of them
 # gets none of the setting's, and a setting may give them only from Secrets.

@@ -28,6 +28,8 @@ _PATTERN_WORDS = {
     rules.QUANTITY: "is not a quantity like 20Gi",
     rules.RESOURCE_QUANTITY: "is not a quantity like 500m or 2Gi",
     rules.IMAGE: "is not an image reference (it holds whitespace)",
+    rules.WORKSPACE: "is not an MLflow workspace name (2 to 63 lowercase letters, digits and "
+    "'-', a letter or digit at each end)",
     "^/": "is not an absolute path",
 }
 _TYPE_WORDS = {
