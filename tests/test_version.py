@@ -1,6 +1,6 @@
 """One version, written once (`webhook/__init__.py`): the installed package's metadata,
-`mlflow-webhook --version`, every image tag the manifests name and the newest release in
-CHANGELOG.md all say it. An admin upgrading reads one
+`mlflow-webhook --version`, every image tag the manifests name, the Helm chart's `version` and
+`appVersion`, and the newest release in CHANGELOG.md all say it. An admin upgrading reads one
 number everywhere."""
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
+
+import yaml
 
 from webhook import __version__
 
@@ -33,6 +35,11 @@ def test_every_image_the_manifests_name_is_this_version_s() -> None:
     }
     assert tags, "no image named in manifests/"
     assert {(where, tag) for where, tag in tags if tag != __version__} == set()
+
+
+def test_the_chart_is_this_version() -> None:
+    chart = yaml.safe_load((ROOT / "manifests" / "chart" / "Chart.yaml").read_text())
+    assert (chart["version"], chart["appVersion"]) == (__version__, __version__)
 
 
 def test_the_changelog_s_newest_release_is_this_version() -> None:

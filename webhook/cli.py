@@ -16,7 +16,7 @@ from webhook import __version__
 from webhook.brief import brief
 from webhook.config import ConfigError, load_config
 from webhook.files import FileProblem, read_text
-from webhook.kube import ApiError, Credentials
+from webhook.kube import SERVICE_ACCOUNT, ApiError, Credentials
 from webhook.settings.sources import SourceError, read_file
 
 
@@ -87,7 +87,8 @@ def _serve(args: argparse.Namespace) -> int:
             keepalive=args.keepalive,
             shutdown_delay=args.shutdown_delay,
             ready_timeout=args.ready_timeout,
-            status_namespace=args.status_namespace if args.cluster else None,
+            status_namespace=_own_namespace(args.status_namespace) if args.cluster else None,
+            webhook_configuration=args.webhook_configuration if args.cluster else "",
         ),
         settings,
         credentials=creds,
@@ -179,6 +180,17 @@ def _import_primehub(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _own_namespace(given: str | None) -> str:
+    """`given`, else the namespace the pod runs in (the ServiceAccount's file), else the
+    manifests' own: a release installed elsewhere writes its Lease where its Role allows."""
+    if given is not None:
+        return given
+    try:
+        return (SERVICE_ACCOUNT / "namespace").read_text().strip() or "mlflow-webhook"
+    except OSError:
+        return "mlflow-webhook"
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -285,9 +297,16 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--status-namespace",
-        default="mlflow-webhook",
         help="with --cluster: where the Lease of the one process that writes MLflowSetting "
-        "status lives (default mlflow-webhook); '' turns status off",
+        "status lives (default: the pod's own namespace, else mlflow-webhook); '' turns "
+        "status off",
+    )
+    s.add_argument(
+        "--webhook-configuration",
+        default="mlflow-webhook",
+        help="with --cluster: the MutatingWebhookConfiguration whose matchConditions each worker "
+        "brings in line with --config's podKinds and labels when it starts (default "
+        "mlflow-webhook); '' leaves it alone",
     )
     s.add_argument(
         "--log-level",

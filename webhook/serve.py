@@ -61,6 +61,7 @@ class ServeOptions:
     shutdown_delay: float = 5.0  # after SIGTERM: not ready, still serving
     ready_timeout: float = 10.0  # how long a worker waits for its settings before accepting
     status_namespace: str | None = None  # with the cluster source: write setting status (Lease)
+    webhook_configuration: str = ""  # with the cluster source: align its matchConditions
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,13 @@ def build_app(opts: ServeOptions, shared: Shared) -> Loaded:
 
     watcher.on_change = on_change
     watcher.start()
+    if opts.webhook_configuration:
+        import threading
+
+        from webhook.routing import align
+
+        args = (client, opts.config, opts.webhook_configuration)
+        threading.Thread(target=align, args=args, name="align", daemon=True).start()
     return Loaded(app, watcher.ready.wait, stop)
 
 

@@ -4,8 +4,8 @@
 # promrules (Prometheus's own rule loading, for the monitoring manifests), KServe's
 # InferenceService controller and webhooks (kserve-manager, for the KServe tests), and Kubeflow's
 # Training Operator and gofakes3 (an S3-compatible store fast enough to measure the copier
-# against, for its memory test and bench/copy.py): their own main packages, since a module without
-# replaces installs as it is.
+# against, for its memory test and bench/copy.py), and helm (the chart's tests): their own main
+# packages, since a module without replaces installs as it is.
 # Binaries are cached outside the repository in $CONTROLPLANE_CACHE (default
 # ~/.cache/primehub-mlflow-webhook/controlplane/<component>-<version>/); prints the bin dir.
 set -euo pipefail
@@ -21,6 +21,7 @@ kserve_version=$(modver github.com/kserve/kserve "$here/kserve/go.mod")
 training_module=github.com/kubeflow/training-operator
 training_version=v1.8.1
 gofakes3_version=v1.2.0
+helm_version=v4.3.2  # the chart's tests (tests/test_chart.py): lint, template, install, upgrade
 
 build() { # name version dir ldflags
   local out="$cache/$1-$2"
@@ -53,6 +54,7 @@ install() { # name version package: `go install` of a main package, as its modul
 }
 install training-operator "$training_version" "$training_module/cmd/training-operator.v1"
 install gofakes3 "$gofakes3_version" github.com/johannesboyne/gofakes3/cmd/gofakes3
+install helm "$helm_version" helm.sh/helm/v4/cmd/helm
 mkdir -p "$cache/bin"
 ln -sf "$cache/etcd-$etcd_version/etcd" "$cache/bin/etcd"
 ln -sf "$cache/kube-apiserver-$kube_version/kube-apiserver" "$cache/bin/kube-apiserver"
@@ -61,4 +63,5 @@ ln -sf "$cache/promrules-$prometheus_version/promrules" "$cache/bin/promrules"
 ln -sf "$cache/kserve-manager-$kserve_version/kserve-manager" "$cache/bin/kserve-manager"
 ln -sf "$cache/training-operator-$training_version/training-operator.v1" "$cache/bin/training-operator"
 ln -sf "$cache/gofakes3-$gofakes3_version/gofakes3" "$cache/bin/gofakes3"
+ln -sf "$cache/helm-$helm_version/helm" "$cache/bin/helm"
 echo "$cache/bin"

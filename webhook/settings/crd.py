@@ -357,7 +357,11 @@ def crd() -> Schema:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{API_GROUP}"},
+        # Helm keeps it (and every MLflowSetting with it) when a release is uninstalled.
+        "metadata": {
+            "name": f"{PLURAL}.{API_GROUP}",
+            "annotations": {"helm.sh/resource-policy": "keep"},
+        },
         "spec": {
             "group": API_GROUP,
             "scope": "Namespaced",
