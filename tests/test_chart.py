@@ -60,9 +60,13 @@ def test_every_values_file_has_its_kustomize_twin() -> None:
 def test_the_chart_renders_what_kustomize_renders_with_the_same_choices(
     values: Path,
 ) -> None:
-    """The Namespace aside: helm's --create-namespace makes it, and a release that owned it
-    would delete it, with what is in it, when uninstalled."""
+    """The Namespace aside (helm's --create-namespace makes it, and a release that owned it
+    would delete it, with what is in it, when uninstalled), and the checksum of the
+    configuration on the Deployment's pods (helm replaces them when it changes; with kustomize,
+    `kubectl rollout restart`)."""
     chart = by_object(rendered(values))
+    template = chart[("Deployment", "mlflow-webhook", "mlflow-webhook")]["spec"]["template"]
+    assert template["metadata"].pop("annotations").keys() == {"checksum/config"}
     ours = by_object(kustomize(TWINS / values.name.removesuffix("-values.yaml")))
     assert ours.pop(("Namespace", "", "mlflow-webhook"))
     assert sorted(chart) == sorted(ours)

@@ -9,6 +9,8 @@ resources and scheduling. */ -}}
 {{- $v := .Values -}}
 {{- $_ := set .obj.spec "replicas" $v.replicas -}}
 {{- $pod := .obj.spec.template.spec -}}
+{{- /* New pods when the configuration changes: the webhook reads it when it starts. */ -}}
+{{- $_ := set .obj.spec.template.metadata "annotations" (dict "checksum/config" (toYaml $v.config | sha256sum)) -}}
 {{- $container := index $pod.containers 0 -}}
 {{- $_ := set $container "image" .image -}}
 {{- $_ := set $container "imagePullPolicy" $v.image.pullPolicy -}}
@@ -26,10 +28,25 @@ resources and scheduling. */ -}}
 {{- end -}}
 
 {{- /* Both webhook configurations: the Service in the release's namespace, that namespace never
-sent to itself, the namespaces served, and cert-manager's CA injection. */ -}}
+sent to itself, the namespaces served, and cert-manager's CA injection. The matchConditions a
+running webhook brought in line with its configuration (webhook/routing.py) are kept as they are
+in the cluster: the defaults are only the first install's, and helm, which applies server-side,
+then never contends with the webhook for them. */ -}}
 {{- define "mlflow-webhook.webhooks" -}}
 {{- $ns := .ns -}}
+{{- $live := dict -}}
+{{- with lookup "admissionregistration.k8s.io/v1" .obj.kind "" .obj.metadata.name -}}
+{{- range $hook := .webhooks -}}
+{{- $_ := set $live $hook.name $hook -}}
+{{- end -}}
+{{- end -}}
 {{- range $hook := .obj.webhooks -}}
+{{- $found := get $live $hook.name -}}
+{{- if $found -}}
+{{- with $found.matchConditions -}}
+{{- $_ := set $hook "matchConditions" . -}}
+{{- end -}}
+{{- end -}}
 {{- $_ := set $hook.clientConfig.service "namespace" $ns -}}
 {{- with $hook.namespaceSelector -}}
 {{- range $expression := .matchExpressions -}}
