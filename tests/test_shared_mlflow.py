@@ -304,3 +304,70 @@ def test_a_run_started_in_a_notebooks_environment_lands_in_its_teams_workspace(
     tags = {t["key"]: t["value"] for t in mine[0]["data"]["tags"]}
     assert tags["mlflow.primehub.io/notebook"] == "analysis"
     assert runs(TEAMS[1]) == []
+
+
+def copied_as(
+    shared: SharedMlflow, folder: Path, dest: Path, **env: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """copy-artifacts of team A's iris with `folder` where the pod's identity is."""
+    term = dest.parent / "termination"
+    command = copy_command("models:/iris/1", str(dest), "--termination-message-path", str(term))
+    result = subprocess.run(
+        with_service_account(folder, command),
+        env=clean_env(**{**shared.pod_env(), **env}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return result, term.read_text().strip() if term.exists() else ""
+
+
+def test_a_token_the_api_server_no_longer_takes_is_named_and_nothing_is_copied(
+    shared: SharedMlflow, tmp_path: Path
+) -> None:
+    namespace = TEAMS[0]
+    folder = tmp_path / "identity"
+    folder.mkdir()
+    token = service_account_token(shared.cp, namespace, "default", bound_secret="gone-token")
+    (folder / "token").write_text(token)
+    (folder / "namespace").write_text(namespace)
+    assert shared.cp.request("DELETE", f"/api/v1/namespaces/{namespace}/secrets/gone-token").ok
+    review = {"spec": {"nonResourceAttributes": {"path": "/", "verb": "get"}}}
+    wait_until(
+        lambda: (
+            requests.post(
+                f"{shared.cp.url}/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                json=review,
+                headers={"Authorization": f"Bearer {token}"},
+                verify=shared.cp.ca_file,
+                timeout=5,
+            ).status_code
+            == 401
+        ),
+        60,
+        "the token refused",
+    )
+    result, term = copied_as(shared, folder, tmp_path / "models")
+    assert result.returncode == 4, result.stderr
+    assert term == (
+        f"the group's MLflow server refused the token of {namespace}/default "
+        "(MLFLOW_TRACKING_AUTH=kubernetes-namespaced): expired, or not one the cluster's API "
+        "server issued"
+    )
+    assert token not in result.stderr + term
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def test_a_server_that_wants_a_workspace_named_says_so_when_none_is(
+    shared: SharedMlflow, tmp_path: Path
+) -> None:
+    """`kubernetes` (not `-namespaced`) and no workspace: the plugin's server answers 400."""
+    folder = shared.identity(TEAMS[0], "default", tmp_path / "identity")
+    result, term = copied_as(shared, folder, tmp_path / "models", MLFLOW_TRACKING_AUTH="kubernetes")
+    assert result.returncode == 2, result.stderr
+    assert term.startswith(
+        "the group's MLflow server serves workspaces and wants one named, and the pod names none"
+    ), term
+    assert term.endswith(
+        "set workspace (or trackingAuth: kubernetes-namespaced) in the MLflowSetting"
+    )

@@ -75,7 +75,7 @@ def identity_problem() -> str | None:
             "copier's container must mount the pod's token (the webhook mounts one when the "
             "MLflowSetting says trackingAuth)"
         )
-    if workspace() is None:
+    if _auth() == "kubernetes-namespaced" and workspace() is None:
         return (
             f"{mode}, but there is no namespace at {SERVICE_ACCOUNT / 'namespace'} to take as "
             "the workspace, and MLFLOW_WORKSPACE is not set"
