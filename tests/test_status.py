@@ -119,7 +119,16 @@ def test_ready_and_its_reason_follow_the_settings_and_one_server_writes(
 
     out = installed.cp.kubectl("get", "mlflowsettings", "-n", NS).stdout
     header, *rows = out.splitlines()
-    assert header.split() == ["NAME", "GROUP", "TRACKING", "URI", "READY", "REASON", "AGE"]
+    assert header.split() == [
+        "NAME",
+        "GROUP",
+        "TRACKING",
+        "URI",
+        "WORKSPACE",
+        "READY",
+        "REASON",
+        "AGE",
+    ]
     assert any(
         r.split()[:5] == ["dup-b", "g2", "http://mlflow:5000", "False", "Conflict"] for r in rows
     )
