@@ -324,7 +324,7 @@ def kustomize(overlay: str | Path) -> list[dict[str, Any]]:
 def admin_kustomization(
     folder: Path, overlay: str, components: list[str], image: str | None = None
 ) -> Path:
-    """The kustomization an admin writes (README "Install on a cluster"): one of our overlays,
+    """The kustomization an admin writes (docs/install.md): one of our overlays,
     components of ours, and the name of the image they pushed."""
     folder.mkdir(parents=True)
     manifests = ROOT / "manifests"

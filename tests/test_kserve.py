@@ -50,7 +50,7 @@ def objects(installed: Installed, stores: Stores) -> list[dict[str, Any]]:
 
 
 def isvc(name: str, uri: str | None = None, uris: list[dict[str, str]] | None = None) -> Any:
-    """An InferenceService as README "Serving registered models with KServe" writes it."""
+    """An InferenceService as docs/platforms/kserve.md writes it."""
     model: dict[str, Any] = {"modelFormat": {"name": "mlflow"}, "protocolVersion": "v2"}
     predictor: dict[str, Any] = {"model": model}
     if uri is not None:

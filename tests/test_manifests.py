@@ -1,4 +1,4 @@
-"""The install as an admin writes it (README "Install on a cluster"): a kustomization of their
+"""The install as an admin writes it (docs/install.md): a kustomization of their
 own on one of our overlays, with our components and the name of the image they built and
 pushed, rendered by kubectl's kustomize."""
 

@@ -56,7 +56,7 @@ def test_the_doctor_in_a_pod_says_whether_its_service_account_may_read_models(
     assert got["identity"] == (
         f"failed {TEAMS[0]}/norole may not registeredmodels get or experiments get in "
         f"'{TEAMS[0]}' (API group mlflow.kubeflow.org): an admin grants it a Role there "
-        "(README: One shared MLflow with workspaces)"
+        "(docs/platforms/shared-mlflow.md)"
     )
 
 

@@ -252,7 +252,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cluster", action="store_true", help="watch MLflowSettings in the cluster")
     s.add_argument("--kubeconfig", type=Path, help="with --cluster: kubeconfig (else in-cluster)")
     s.add_argument("--watch-namespace", help="with --cluster: only this namespace")
-    s.add_argument("--config", type=Path, help="webhook configuration YAML (see README)")
+    s.add_argument(
+        "--config", type=Path, help="webhook configuration YAML (see docs/configuration.md)"
+    )
     s.add_argument("--cert-file", type=Path)
     s.add_argument("--key-file", type=Path)
     s.add_argument(

@@ -1,6 +1,6 @@
 """The webhook's configuration: one dataclass, one YAML shape, PrimeHub's conventions as defaults.
 
-Every knob an admin may turn lives here; README "Configuration" documents the same shape.
+Every knob an admin may turn lives here; docs/configuration.md documents the same shape.
 """
 
 from __future__ import annotations

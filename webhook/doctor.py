@@ -1,7 +1,8 @@
 """`mlflow-webhook check`: is a group's MLflow setting usable, the way its pods will use it?
 
-Run it in a pod of the group (README: a pod with the label `mlflow.primehub.io/group` gets the
-very env and mounts the webhook gives that group's pods), or anywhere with the same variables.
+Run it in a pod of the group (docs/operating.md: a pod with the label `mlflow.primehub.io/group`
+gets the very env and mounts the webhook gives that group's pods), or anywhere with the same
+variables.
 One line per check, ok or failed and why; never a secret value; exit 1 when anything failed.
 Calls to an http(s) tracking server go as the copier makes them (webhook/copier/rest.py: the
 login, the workspace, a Kubernetes identity, without the `kubernetes` package the image lacks).
@@ -128,8 +129,8 @@ def _identity(kubeconfig: Path | None, workspace: str, token: str, account: str)
     if verdict.missing:
         raise Failed(
             f"{account} may not {' or '.join(verdict.missing)} in {workspace!r} (API group "
-            "mlflow.kubeflow.org): an admin grants it a Role there (README: One shared MLflow "
-            "with workspaces)"
+            "mlflow.kubeflow.org): an admin grants it a Role there "
+            "(docs/platforms/shared-mlflow.md)"
         )
     return f"{account} may read registered models and their artifacts in {workspace!r}"
 
