@@ -310,6 +310,34 @@ rules:
         )
 
 
+def install_other_crds(cp: ControlPlane) -> None:
+    """The CRDs of cert-manager, the Prometheus operator and KServe, as their Go modules ship
+    them (tests/controlplane/crds.sh), applied and established: what the overlays' and the
+    chart's objects are checked against."""
+    crds = Path(
+        os.environ.get("OTHER_CRDS")
+        or subprocess.run(
+            [str(ROOT / "tests" / "controlplane" / "crds.sh")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    for f in sorted(crds.glob("*.yaml")):
+        r = cp.kubectl("apply", "--server-side", "-f", str(f), check=False)
+        assert r.returncode == 0, f"{f.name}: {r.stderr}"
+    cp.kubectl(
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        "crd/issuers.cert-manager.io",
+        "crd/certificates.cert-manager.io",
+        "crd/servicemonitors.monitoring.coreos.com",
+        "crd/prometheusrules.monitoring.coreos.com",
+        "crd/clusterstoragecontainers.serving.kserve.io",
+    )
+
+
 def kustomize(overlay: str | Path) -> list[dict[str, Any]]:
     """A folder under manifests/ (or any kustomization), rendered by kubectl's kustomize."""
     out = subprocess.run(

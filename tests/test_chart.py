@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster import ROOT, kustomize
+from tests.cluster import ROOT, Installed, install_other_crds, kustomize
 from tests.procs import BIN
 
 CHART = ROOT / "manifests" / "chart"
@@ -127,3 +127,22 @@ def test_the_schema_takes_quantities_as_the_webhook_does() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     quantity = schema["definitions"]["quantities"]["additionalProperties"]["pattern"]
     assert quantity == rules.RESOURCE_QUANTITY
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("values", CI_VALUES, ids=[v.stem for v in CI_VALUES])
+def test_each_values_file_renders_what_the_api_server_takes(
+    values: Path, installed: Installed
+) -> None:
+    """helm template of each ci/ values file, server-side dry run on the real API server with
+    the real CRDs of cert-manager, the Prometheus operator and KServe; in a namespace of its own
+    (the installed release's Job cannot take another image), made for it."""
+    install_other_crds(installed.cp)
+    namespace = "chart-dry-run"
+    installed.cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
+    docs = rendered(values, namespace)
+    result = installed.cp.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs), check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(server dry run)") == len(docs)

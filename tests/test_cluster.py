@@ -25,7 +25,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from flask.testing import FlaskClient
 
-from tests.cluster import EXAMPLES, ROOT, ControlPlane, Installed, admin_kustomization, pod_file
+from tests.cluster import (
+    EXAMPLES,
+    ROOT,
+    ControlPlane,
+    Installed,
+    admin_kustomization,
+    install_other_crds,
+    pod_file,
+)
 from tests.golden import CASES as GOLDEN_CASES
 from tests.golden import golden_index, load_case
 from tests.primehub import deployment_pod
@@ -65,28 +73,7 @@ def test_the_kustomize_builds_pass_server_side_dry_run(
     """Every overlay, and the certificate overlays with the KServe component, checked by the API
     server against the real CRDs of cert-manager, of the Prometheus operator and of KServe (as
     their Go modules ship them: tests/controlplane/crds.sh)."""
-    crds = Path(
-        os.environ.get("OTHER_CRDS")
-        or subprocess.run(
-            [str(ROOT / "tests" / "controlplane" / "crds.sh")],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    )
-    for f in sorted(crds.glob("*.yaml")):
-        r = installed.cp.kubectl("apply", "--server-side", "-f", str(f), check=False)
-        assert r.returncode == 0, f"{f.name}: {r.stderr}"
-    installed.cp.kubectl(
-        "wait",
-        "--for=condition=established",
-        "--timeout=60s",
-        "crd/issuers.cert-manager.io",
-        "crd/certificates.cert-manager.io",
-        "crd/servicemonitors.monitoring.coreos.com",
-        "crd/prometheusrules.monitoring.coreos.com",
-        "crd/clusterstoragecontainers.serving.kserve.io",
-    )
+    install_other_crds(installed.cp)
     for overlay in (
         "base",
         "overlays/self-managed",
