@@ -11,17 +11,28 @@ uses it); locally, `cp -r` of the version's folder on an artifact root; through 
 server's artifact proxy (`mlflow-artifacts:`, the same files logged there), `mlflow artifacts
 download` and the proxy's own limit (curl, 8 GETs at once, what copy-artifacts opens).
 `--before PATH` adds copy-artifacts from another checkout (a `git worktree` of an earlier
-commit) as a row.
+commit) as a row. `--workspaces` adds copy-artifacts from one MLflow server shared by teams
+(docs/platforms/shared-mlflow.md): the real server with `mlflow-kubernetes-plugins`
+(tests/workspaces.py), the same files logged in a team's workspace (a namespace), copied as a
+model deployment's copier does, with `MLFLOW_TRACKING_AUTH=kubernetes-namespaced` and a
+ServiceAccount token where a pod has it (tests/podrun.py), each request authorized by a real
+kube-apiserver; what that costs against the plain proxy's copy is its ratio to that row. Each run
+gets a token of its own, as each pod does: the plugin keeps an authorization per token, so one
+token run after run would measure the cache, not a pod's copy. The shared server's own limit is a
+row too (curl, 8 GETs at once, with the token and the workspace's header): what the plugin costs
+the server, apart from what the copier does. A control plane takes 15 s or so to start, and its
+idle apiserver shares the 2 cores with every row: hence a flag.
 
 Each round runs the rows in another (shuffled) order, each after `sync`. Prints medians of the
 rounds (whole command: interpreter, resolution and copy), their range, MB/s, and the goals: on
 S3 at least s5cmd's throughput and 0.8 of the store's limit (to /dev/null; the same GETs written
 to files are printed too: this machine's disk is part of every client's figure); locally, the
 copy phase at least 0.9 of `cp -r`; the first byte within 0.5 s of the start, in a run of its
-own; the copier's memory (its own peak and the engine's) under 256 MB.
+own (of the S3 copy, and with `--workspaces` of both proxy copies); the copier's memory (its own
+peak and the engine's) under 256 MB.
 
     python -m bench.copy [--rounds 3] [--small 3000] [--small-kb 32] [--large 4] [--large-mb 1024]
-                         [--before /tmp/before]
+                         [--before /tmp/before] [--workspaces]
 """
 
 from __future__ import annotations
@@ -37,13 +48,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+import requests
+
+from tests.cluster import ControlPlane, control_plane
+from tests.podrun import with_service_account
 from tests.procs import environ
 from tests.registry import register
-from tests.servers import S3, gofakes3_server, launch_mlflow, wait_mlflow
+from tests.servers import S3, Mlflow, gofakes3_server, launch_mlflow, wait_mlflow
+from tests.workspaces import (
+    HEADER,
+    create_namespace,
+    grant_read,
+    kubernetes_workspace_server,
+    register_in_workspace,
+    service_account_token,
+)
 from webhook.copier.proxy import ARTIFACTS
 from webhook.copier.s3 import s5cmd_binary
 
@@ -68,6 +92,10 @@ Storage.download(sys.argv[1], sys.argv[2])
 
 MB = 1 << 20
 PROXY_LIMIT = "proxy limit (curl, 8 GETs at once)"
+PROXY = "copy-artifacts (proxy)"
+WORKSPACE = "copy-artifacts (workspace, k8s identity)"
+WORKSPACE_LIMIT = "workspace proxy limit (curl, 8 GETs at once)"
+LABEL = 52  # the width of the rows' names
 
 
 @dataclass
@@ -77,6 +105,73 @@ class Shape:
     size: int = 0
     keys: list[str] = field(default_factory=list)  # in the bucket
     proxied: str = ""  # the folder's path under the tracking server's artifact proxy
+    shared: str = ""  # the same files' path under the shared server's (`--workspaces`)
+
+
+@dataclass(frozen=True)
+class Team:
+    """A team of the shared server (`--workspaces`): its namespace is its workspace, its
+    ServiceAccount `default` may read the namespace's models, `folder` is what the kubelet puts
+    at /var/run/secrets/kubernetes.io/serviceaccount; `headers`, the same login for curl."""
+
+    server: Mlflow
+    cp: ControlPlane
+    namespace: str
+    folder: Path
+    headers: Path
+
+    def new_pod(self) -> None:
+        """A token of its own, as the kubelet requests one for every pod (TokenRequest), swapped
+        in as the kubelet swaps it; before a run, outside its time."""
+        token = service_account_token(self.cp, self.namespace, "default")
+        fresh = self.folder / "token.new"
+        fresh.write_text(token)
+        os.replace(fresh, self.folder / "token")
+        self.headers.write_text(f"Authorization: Bearer {token}\n{HEADER}: {self.namespace}\n")
+
+    def download_path(self, name: str, version: str) -> str:
+        """Where the version's files are under the shared server's artifact proxy."""
+        found = requests.get(
+            f"{self.server.url}/api/2.0/mlflow/model-versions/get-download-uri",
+            params={"name": name, "version": version},
+            headers={"Authorization": f"Bearer {self.cp.admin_token}", HEADER: self.namespace},
+            timeout=30,
+        )
+        found.raise_for_status()
+        uri = str(found.json()["artifact_uri"])
+        return urlparse(uri).path.strip("/")
+
+    def env(self, env: dict[str, str]) -> dict[str, str]:
+        """What the webhook gives the namespace's copier (its setting names no workspace: the
+        namespace is), and no login of another kind that would win over the token."""
+        others = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+        kept = {k: v for k, v in env.items() if k not in (*others, "MLFLOW_WORKSPACE")}
+        return {
+            **kept,
+            "MLFLOW_TRACKING_URI": self.server.url,
+            "MLFLOW_TRACKING_AUTH": "kubernetes-namespaced",
+        }
+
+
+@contextlib.contextmanager
+def shared_server(tmp: Path) -> Iterator[Team]:
+    """A control plane, the shared server on it (the plugin's default cache of 300 s per token,
+    as deployed), and one team allowed to read its models (the Role of docs/platforms/shared-mlflow.md)."""
+    namespace = "bench-team"
+    (tmp / "cluster").mkdir(parents=True)
+    with (
+        control_plane(tmp / "cluster") as cp,
+        kubernetes_workspace_server(tmp / "workspaces", cp) as server,
+    ):
+        create_namespace(cp, namespace)
+        service_account_token(cp, namespace, "default")  # no controller makes the account here
+        grant_read(cp, namespace, "default")
+        folder = tmp / "identity"
+        folder.mkdir()
+        (folder / "namespace").write_text(namespace)
+        team = Team(server, cp, namespace, folder, tmp / "curl-headers")
+        team.new_pod()
+        yield team
 
 
 def make_small(root: Path, files: int, kb: int) -> None:
@@ -147,10 +242,15 @@ def logged(log: str, pattern: str) -> str:
     return str(re.findall(pattern, log)[-1])
 
 
-def gets(urls: dict[str, str], parallel: int, out: Path | None = None) -> list[str]:
+def gets(
+    urls: dict[str, str], parallel: int, out: Path | None = None, headers: Path | None = None
+) -> list[str]:
     """curl, `parallel` transfers at once, each URL to /dev/null (a server's limit), or to its
-    name under `out` (what the server and this machine's disk allow together)."""
+    name under `out` (what the server and this machine's disk allow together); `headers`, a file
+    of headers every request sends (read when curl starts)."""
     args = ["curl", "-sf", "--parallel", "--parallel-max", str(parallel), "--create-dirs"]
+    if headers is not None:
+        args += ["-H", f"@{headers}"]
     for name, url in urls.items():
         args += [url, "-o", str(out / name) if out else "/dev/null"]
     return args
@@ -176,6 +276,12 @@ def main() -> None:
     p.add_argument("--large-mb", type=int, default=1024, help="the size of each")
     p.add_argument("--before", type=Path, help="a checkout whose copy-artifacts to add as a row")
     p.add_argument(
+        "--workspaces",
+        action="store_true",
+        help="add copy-artifacts from one MLflow shared by teams, with a Kubernetes identity "
+        "(starts a control plane and the plugin's server)",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None,
@@ -199,20 +305,19 @@ def main() -> None:
                 "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
             }
             stack.enter_context(environ({**s3.env, **checksums}))
-            server = wait_mlflow(launch_mlflow(stack, tmp / "mlflow", "mlflow"))
+            started = launch_mlflow(stack, tmp / "mlflow", "mlflow")  # starts meanwhile
+            team = stack.enter_context(shared_server(tmp / "shared")) if a.workspaces else None
+            server = wait_mlflow(started)
             env = {**os.environ, "MLFLOW_TRACKING_URI": server.url}
             from mlflow import MlflowClient
 
             client = MlflowClient(tracking_uri=server.url)
             shapes = [Shape("small files"), Shape("large files")]
-            for shape, make in zip(
-                shapes,
-                (
-                    lambda root: make_small(root, a.small, a.small_kb),
-                    lambda root: make_large(root, a.large, a.large_mb),
-                ),
-                strict=True,
-            ):
+            makers: list[Callable[[Path], None]] = [
+                lambda root: make_small(root, a.small, a.small_kb),
+                lambda root: make_large(root, a.large, a.large_mb),
+            ]
+            for shape, make in zip(shapes, makers, strict=True):
                 slug = shape.name.split()[0]
                 src = tmp / "src" / slug
                 make(src)
@@ -227,13 +332,18 @@ def main() -> None:
                 register(server.url, "proxied", None, f"proxied-{slug}", src)
                 uri = client.get_model_version_download_uri(f"proxied-{slug}", "1")
                 shape.proxied = urlparse(str(uri)).path.strip("/")
+                if team is not None:  # the same name and files, in the team's workspace
+                    version = register_in_workspace(
+                        team.server.url, team.namespace, f"proxied-{slug}", src, team.cp.admin_token
+                    )
+                    shape.shared = team.download_path(f"proxied-{slug}", version)
                 shutil.rmtree(src)
                 print(
                     f"{shape.name}: {shape.files} files, {shape.size / 1e9:.2f} GB, "
                     f"stored in {time.perf_counter() - t0:.0f} s",
                     file=sys.stderr,
                 )
-            run(a, tmp, s3, server.url, env, peers, shapes)
+            run(a, tmp, s3, server.url, env, peers, shapes, team)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(a.out / f"bench-copy-{os.getpid()}", ignore_errors=True)
@@ -247,6 +357,7 @@ def run(
     env: dict[str, str],
     peers: Path,
     shapes: list[Shape],
+    team: Team | None,
 ) -> None:
     out = a.out / f"bench-copy-{os.getpid()}"
     print(f"destination: {out} ({_filesystem(a.out)})")
@@ -306,8 +417,18 @@ def run(
                 [*mlflow_download, f"models:/proxied-{slug}/1", "-d", str(out)],
                 env,
             ),
-            "copy-artifacts (proxy)": ([*ours, f"models:/proxied-{slug}/1", str(out)], env),
+            PROXY: ([*ours, f"models:/proxied-{slug}/1", str(out)], env),
         }
+        # What to do before a row's every run, outside its time.
+        prepare: dict[str, Callable[[], None]] = {}
+        if team is not None:
+            shared = {rel: f"{team.server.url}{ARTIFACTS}/{shape.shared}/{rel}" for rel in proxied}
+            rows[WORKSPACE_LIMIT] = (gets(shared, 8, headers=team.headers), env)
+            rows[WORKSPACE] = (
+                with_service_account(team.folder, [*ours, f"models:/proxied-{slug}/1", str(out)]),
+                team.env(env),
+            )
+            prepare[WORKSPACE_LIMIT] = prepare[WORKSPACE] = team.new_pod
         if a.before:
             rows["copy-artifacts before (S3)"] = (
                 [*ours, f"models:/s3-{slug}/1", str(out)],
@@ -331,6 +452,8 @@ def run(
             order = random.Random(r).sample(list(rows), len(rows))
             for name in order:
                 args, run_env = rows[name]
+                if name in prepare:
+                    prepare[name]()
                 os.sync()
                 seconds, log = timed(args, run_env)
                 times[name].append(seconds)
@@ -341,10 +464,14 @@ def run(
                     memory.append(logged(log, r"peak memory (.*)"))
                 shutil.rmtree(out, ignore_errors=True)
             print(f"{shape.name}: round {r + 1}/{a.rounds} done", file=sys.stderr)
-        args, run_env = rows["copy-artifacts (S3)"]
-        os.sync()
-        first = first_byte(args, run_env, out / ".mlflow-staging")
-        shutil.rmtree(out, ignore_errors=True)
+        first: dict[str, float] = {}
+        for name in ("copy-artifacts (S3)", *((PROXY, WORKSPACE) if team else ())):
+            args, run_env = rows[name]
+            if name in prepare:
+                prepare[name]()
+            os.sync()
+            first[name] = first_byte(args, run_env, out / ".mlflow-staging")
+            shutil.rmtree(out, ignore_errors=True)
         report(shape, a.rounds, times, phases, first, memory)
 
 
@@ -366,7 +493,7 @@ def report(
     rounds: int,
     times: dict[str, list[float]],
     phases: dict[str, list[float]],
-    first: float,
+    first: dict[str, float],
     memory: list[str],
 ) -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -375,16 +502,16 @@ def report(
         f"\n{shape.name}: {shape.files} files, {shape.size / 1e9:.2f} GB; median of {rounds} "
         "rounds, whole command"
     )
-    print(f"{'':<46}{'median s':>10}{'MB/s':>10}{'files/s':>10}{'range s':>14}")
+    print(f"{'':<{LABEL}}{'median s':>10}{'MB/s':>10}{'files/s':>10}{'range s':>14}")
     for name in med:
         spread = f"{min(times[name]):.2f}-{max(times[name]):.2f}"
         print(
-            f"{name:<46}{med[name]:>10.2f}{rate[name]:>10.0f}{shape.files / med[name]:>10.0f}"
+            f"{name:<{LABEL}}{med[name]:>10.2f}{rate[name]:>10.0f}{shape.files / med[name]:>10.0f}"
             f"{spread:>14}"
         )
     for name in (n for n in times if n in phases):
         phase = statistics.median(phases[name])
-        print(f"{name + ', copy phase':<46}{phase:>10.2f}{shape.size / 1e6 / phase:>10.0f}")
+        print(f"{name + ', copy phase':<{LABEL}}{phase:>10.2f}{shape.size / 1e6 / phase:>10.0f}")
     ours, limit = rate["copy-artifacts (S3)"], rate["store limit (curl, 32 GETs at once)"]
     local_phase = statistics.median(phases["copy-artifacts (local)"])
     goals = [
@@ -398,7 +525,7 @@ def report(
         print(f"  {what:<46}{ratio:>6.2f}  (goal {goal}: {'met' if ratio >= goal else 'NOT met'})")
     for peer in ("kserve-storage", "mlflow artifacts download", "boto3 transfer manager"):
         print(f"  {'S3: copy-artifacts / ' + peer:<46}{ours / rate[peer]:>6.2f}")
-    proxied = rate["copy-artifacts (proxy)"]
+    proxied = rate[PROXY]
     print(f"  {'proxy: copy-artifacts / its limit':<46}{proxied / rate[PROXY_LIMIT]:>6.2f}")
     mlflow = rate["mlflow artifacts download (proxy)"]
     print(f"  {'proxy: copy-artifacts / mlflow':<46}{proxied / mlflow:>6.2f}")
@@ -409,7 +536,16 @@ def report(
                 rate[f"copy-artifacts before ({where})"],
             )
             print(f"  {f'{where}: after / before':<46}{after / before:>6.2f}")
-    print(f"  first byte of the S3 copy after the start: {first:.2f} s (goal 0.5 s)")
+    if WORKSPACE in rate:
+        shared, shared_limit = rate[WORKSPACE], rate[WORKSPACE_LIMIT]
+        print(f"  {'workspace: copy-artifacts / plain proxy':<46}{shared / proxied:>6.2f}")
+        print(f"  {'workspace: copy-artifacts / its limit':<46}{shared / shared_limit:>6.2f}")
+        limits = shared_limit / rate[PROXY_LIMIT]
+        print(f"  {'workspace: its limit / plain proxy limit':<46}{limits:>6.2f}")
+    print("first byte after the start (a run of its own; goal 0.5 s):")
+    for name, seconds in first.items():
+        met = "met" if seconds <= 0.5 else "NOT met"
+        print(f"  {name:<46}{seconds:>6.2f} s  ({met})")
     print(f"  peak memory of the S3 copy: {memory[-1]} (goal: under 256 MB together)")
 
 
