@@ -156,7 +156,8 @@ class Team:
 @contextlib.contextmanager
 def shared_server(tmp: Path) -> Iterator[Team]:
     """A control plane, the shared server on it (the plugin's default cache of 300 s per token,
-    as deployed), and one team allowed to read its models (the Role of docs/platforms/shared-mlflow.md)."""
+    as deployed), and one team allowed to read its models (the Role of
+    docs/platforms/shared-mlflow.md)."""
     namespace = "bench-team"
     (tmp / "cluster").mkdir(parents=True)
     with (
