@@ -1,9 +1,9 @@
 """Getting a version's files through the tracking server's artifact proxy (`mlflow-artifacts:`,
 what `mlflow server` serves by default since MLflow 2.0), over the REST API MLflow's own client
 uses for it (mlflow/store/artifact/http_artifact_repo.py), without importing MLflow: about a
-second and 70 MB less before the first byte. Each folder is listed (a level at a time, its
-folders at once); every file is streamed to disk in 1 MB pieces, several at a time over
-kept-alive connections, and must arrive with the size the listing gave. Nothing is resumed: the
+second and 70 MB less before the first byte. Each folder is listed, and its files start
+downloading as soon as it is; every file is streamed to disk in 1 MB pieces, several at a time
+over kept-alive connections, and must arrive with the size the listing gave. Nothing is resumed: the
 proxy gives no checksum by which a restarted copy could trust a file it finds."""
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ import os
 import posixpath
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse, urlunparse
@@ -121,35 +119,32 @@ def _safe(rel: str) -> str:
 
 
 def fetch(source: str, staging: Path, deadline: float) -> tuple[int, int]:
-    """Downloads the folder `source` names into `staging`; returns its files and bytes."""
+    """Downloads the folder `source` names into `staging`; returns its files and bytes. A
+    folder's files start downloading as soon as it is listed, its folders are listed beside
+    them: the first byte does not wait for the whole tree to be listed (about 30 listings for a
+    model of 3,000 files, each a request a shared server authorizes)."""
     base, root = locate(source, os.environ["MLFLOW_TRACKING_URI"])
     client = _Client(base, root, deadline)
+    files = size = 0
     with ThreadPoolExecutor(WORKERS) as pool:
-        files: list[File] = []
-        level = [""]
-        while level:
-            found = _all(pool, client, [partial(client.listing, f) for f in level])
-            level = [folder for _, folders in found for folder in folders]
-            files += [file for listed, _ in found for file in listed]
-        sizes = _all(pool, client, [partial(client.download, f, staging) for f in files])
-    return len(files), sum(sizes)
-
-
-def _all(pool: ThreadPoolExecutor, client: _Client, tasks: list[Callable[[], Any]]) -> list[Any]:
-    """Runs the tasks at once; the first failure (or SIGTERM, in the main thread) stops the
-    others, so the pool is left at once, and is raised."""
-    futures = [pool.submit(task) for task in tasks]
-    try:
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        errors = [e for f in done if (e := f.exception()) is not None]
-        if errors:
-            raise errors[0]
-    except BaseException:
-        client.stop.set()
-        for future in futures:
-            future.cancel()
-        raise
-    return [future.result() for future in futures]
+        pending: set[Future[Any]] = {pool.submit(client.listing, "")}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()  # the first failure stops the rest
+                    if isinstance(result, int):
+                        files, size = files + 1, size + result
+                        continue
+                    listed, folders = result
+                    pending |= {pool.submit(client.download, f, staging) for f in listed}
+                    pending |= {pool.submit(client.listing, f) for f in folders}
+        except BaseException:  # a failure, or SIGTERM in the main thread: the pool is left at once
+            client.stop.set()
+            for future in pending:
+                future.cancel()
+            raise
+    return files, size
 
 
 def count_entries(source: str) -> int:
