@@ -131,6 +131,11 @@ TABLE: list[tuple[dict[str, Any], str | None]] = [
         "spec",
     ),
     ({"trackingEnv": [{"name": "MLFLOW_TRACKING_AUTH", "value": "my-plugin"}]}, None),
+    # A Kubernetes identity only through trackingAuth (else the copier would get no token).
+    (
+        {"trackingEnv": [{"name": "MLFLOW_TRACKING_AUTH", "value": "kubernetes-namespaced"}]},
+        "spec",
+    ),
     (
         {"trackingAuth": "kubernetes", "trackingEnv": [{"name": "MLFLOW_X", "value": "1"}]},
         None,

@@ -92,7 +92,10 @@ def upgraded(cp: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def names(cp: ControlPlane, path: str) -> set[str]:
-    return {o["metadata"]["name"] for o in cp.request("GET", path).json()["items"]}
+    """The objects' names (the API server serves a CRD just updated by an upgrade again within
+    moments: until then the list is not found)."""
+    listed = wait_until(lambda: (r := cp.request("GET", path)).ok and r, 30, "the list")
+    return {o["metadata"]["name"] for o in listed.json()["items"]}
 
 
 def test_an_upgrade_from_the_previous_version_keeps_every_setting(

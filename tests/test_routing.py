@@ -13,6 +13,7 @@ import pytest
 
 from tests.cluster import Installed
 from webhook.config import Config, PodKinds
+from webhook.kube import ApiError
 from webhook.routing import PATH, align
 from webhook.webhookconfig import MODELS_ENTRY, PODS_ENTRY, conditions, webhook_configuration
 
@@ -90,3 +91,46 @@ def test_the_webhook_s_identity_may_align_its_own_configuration_and_no_other(
 
     assert may("get", "mlflow-webhook") and may("update", "mlflow-webhook")
     assert not may("update", "someone-else") and not may("delete", "mlflow-webhook")
+
+
+@pytest.mark.parametrize(
+    ("change", "allowed"),
+    [
+        ("matchConditions", True),
+        ("namespaceSelector", False),
+        ("rules", False),
+        ("failurePolicy", False),
+        ("clientConfig", False),
+        ("annotations", False),
+    ],
+)
+def test_the_webhook_s_identity_may_change_only_the_routing(
+    installed: Installed, change: str, allowed: bool
+) -> None:
+    """RBAC cannot say which fields: a ValidatingAdmissionPolicy (manifests/base/rbac.yaml)
+    does. As the webhook, a dry-run update of the installed configuration: its matchConditions
+    may change, nothing that would widen what the API server sends it."""
+    live = installed.cp.request("GET", PATH + "mlflow-webhook").json()
+    hook = live["webhooks"][1]
+    if change == "matchConditions":
+        hook["matchConditions"] = conditions(CUSTOM, model=False)
+    elif change == "namespaceSelector":
+        hook["namespaceSelector"] = {}
+    elif change == "rules":
+        hook["rules"][0]["resources"] = ["pods", "secrets"]
+    elif change == "failurePolicy":
+        hook["failurePolicy"] = "Fail"
+    elif change == "clientConfig":
+        hook["clientConfig"]["url"] = "https://127.0.0.1:1/mutate"
+    else:
+        live["metadata"]["annotations"] = {"cert-manager.io/inject-ca-from": "elsewhere/ca"}
+    api = installed.cp.client(installed.cp.webhook_kubeconfig)
+    try:
+        api.call("PUT", PATH + "mlflow-webhook", live, query={"dryRun": "All"})
+        refused = None
+    except ApiError as e:
+        refused = str(e)
+    if allowed:
+        assert refused is None, refused
+    else:
+        assert refused is not None and "may change only its own entries' matchConditions" in refused

@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from webhook.brief import brief
 from webhook.copier import identity, proxy, rest
 from webhook.copier.client_env import quiet_client, tracking_uri_problem
 from webhook.copier.errors import CopyError, Exit, classify, redact
+from webhook.kube import Credentials, credentials
 from webhook.modeluri import ModelUri, ModelUriError, parse_model_uri
 
 
@@ -121,11 +123,17 @@ def _login(tracking_uri: str, kind: str) -> str:
     return f"accepted ({kind})"
 
 
-def _identity(kubeconfig: Path | None, workspace: str, token: str, account: str) -> str:
+def _identity(
+    api_server: Callable[[], Credentials], workspace: str, token: str, account: str
+) -> str:
     """Whether the ServiceAccount may read models in the workspace (identitycheck.py)."""
     from webhook.identitycheck import may_read
+    from webhook.kube import ApiError, ConfigError
 
-    verdict = may_read(kubeconfig, token, workspace, account)
+    try:
+        verdict = may_read(api_server(), token, workspace, account)
+    except (ConfigError, ApiError) as e:
+        raise Failed(f"cannot ask the API server ({brief(e)}): give --kubeconfig") from None
     if verdict.missing:
         raise Failed(
             f"{account} may not {' or '.join(verdict.missing)} in {workspace!r} (API group "
@@ -135,7 +143,7 @@ def _identity(kubeconfig: Path | None, workspace: str, token: str, account: str)
     return f"{account} may read registered models and their artifacts in {workspace!r}"
 
 
-def _as_service_account(kubeconfig: Path | None, named: str) -> tuple[str, str]:
+def _as_service_account(caller: Credentials, named: str) -> tuple[str, str]:
     """A token of NAMESPACE/NAME from the TokenRequest API, sent as that ServiceAccount's pods
     send theirs (and, with kubernetes-namespaced, its namespace as their workspace)."""
     from webhook.identitycheck import token_for
@@ -143,7 +151,7 @@ def _as_service_account(kubeconfig: Path | None, named: str) -> tuple[str, str]:
     namespace, _, name = named.partition("/")
     if not namespace or not name:
         raise Failed(f"--service-account {named!r}: give NAMESPACE/NAME")
-    token = token_for(kubeconfig, namespace, name)
+    token = token_for(caller, namespace, name)
     os.environ["MLFLOW_TRACKING_TOKEN"] = token
     if os.environ.get("MLFLOW_TRACKING_AUTH") == "kubernetes-namespaced":
         os.environ.setdefault("MLFLOW_WORKSPACE", namespace)
@@ -205,20 +213,25 @@ def run(
     `service_account`: NAMESPACE/NAME, checked with a token of its own (TokenRequest) instead
     of the pod's."""
     quiet_client(request_timeout=15)
+    api_server = cache(lambda: credentials(kubeconfig))  # read once, when first needed
     who: tuple[str, str] | None = None
-    if service_account is not None and identity.kubernetes():
+    if service_account is not None:
+        if not identity.kubernetes():
+            why = "needs MLFLOW_TRACKING_AUTH=kubernetes or kubernetes-namespaced"
+            print(Check("identity", False, f"--service-account {why}").line())
+            return 1
         try:
-            who = _as_service_account(kubeconfig, service_account)
+            who = _as_service_account(api_server(), service_account)
         except Exception as e:
             print(Check("identity", False, f"no token of {service_account}: {brief(e)}").line())
             return 1
-    elif identity.uses_file_token():
-        token = (identity.SERVICE_ACCOUNT / "token").read_text().strip()
-        who = (token, identity.service_account() or "the pod's ServiceAccount")
     problem = tracking_uri_problem() or identity.identity_problem()
     if problem:
         print(Check("setting", False, problem).line())
         return 1
+    token = identity.token() if who is None and identity.uses_file_token() else None
+    if token is not None:
+        who = (token, identity.service_account() or "the pod's ServiceAccount")
     tracking_uri = os.environ["MLFLOW_TRACKING_URI"]
     try:
         parsed = parse_model_uri(model) if model else None
@@ -238,7 +251,7 @@ def run(
     checks.append(("login", lambda: _login(tracking_uri, kind)))
     if workspace is not None and who is not None:
         token, account = who
-        checks.append(("identity", lambda: _identity(kubeconfig, workspace, token, account)))
+        checks.append(("identity", lambda: _identity(api_server, workspace, token, account)))
     checks += [("registry", _registry), ("artifact store", lambda: _artifact_store(tracking_uri))]
     if parsed is not None:
         checks.append(("model", lambda: _model(parsed)))

@@ -6,9 +6,8 @@ the pod has, or one from the TokenRequest API for a ServiceAccount an admin name
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from webhook.kube import Api, Credentials, credentials
+from webhook.kube import Api, Credentials
 
 # What the server's plugin checks (resource, verb) before it lets a copy through: the version's
 # download URI (registeredmodels get), then the artifacts (experiments get).
@@ -22,10 +21,10 @@ class Verdict:
     missing: tuple[str, ...]  # "resource verb" the account may not do there
 
 
-def token_for(kubeconfig: Path | None, namespace: str, account: str) -> str:
-    """A short-lived token of `account` (the TokenRequest API; the caller may create
+def token_for(caller: Credentials, namespace: str, account: str) -> str:
+    """A short-lived token of `account` (the TokenRequest API; `caller` may create
     serviceaccounts/token there)."""
-    api = Api(credentials(kubeconfig))
+    api = Api(caller)
     body = {
         "apiVersion": "authentication.k8s.io/v1",
         "kind": "TokenRequest",
@@ -38,10 +37,9 @@ def token_for(kubeconfig: Path | None, namespace: str, account: str) -> str:
     return str(reply["status"]["token"])
 
 
-def may_read(kubeconfig: Path | None, token: str, workspace: str, account: str) -> Verdict:
+def may_read(where: Credentials, token: str, workspace: str, account: str) -> Verdict:
     """The API server's answer, for the plugin's reads of a model in `workspace` (a namespace),
-    asked with `token` itself. `kubeconfig` only says where the API server is (and its CA)."""
-    where = credentials(kubeconfig)
+    asked with `token` itself; `where` only says where the API server is (and its CA)."""
     api = Api(Credentials(where.server, where.verify, token=token))
     missing = []
     for resource, verb in READS:

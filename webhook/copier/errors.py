@@ -82,23 +82,30 @@ def _no_credentials(where: str) -> CopyError:
 
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_AUTHORIZATION = re.compile(r"\b(Bearer|Basic)\s+[^\s'\"]+", re.I)
 
 
 def redact(text: str) -> str:
-    """No credentials in output: drop user:password@ from any URL in the text."""
-    return _USERINFO.sub("***@", text)
+    """No credentials in output: drop user:password@ from any URL in the text, and what follows
+    Bearer or Basic (requests quotes a refused header's value in its error)."""
+    return _AUTHORIZATION.sub(r"\1 ***", _USERINFO.sub("***@", text))
 
 
 def _refused_identity(code: str) -> CopyError:
     """The MLflow server refused the pod's Kubernetes identity: whose, and what to grant."""
     account = identity.service_account() or "the pod's ServiceAccount"
     workspace = identity.workspace()
-    if code == "PERMISSION_DENIED":
+    if code == "PERMISSION_DENIED" and workspace is not None:
         return CopyError(
             Exit.AUTH,
             f"{account} may not read the registered model in MLflow workspace {workspace!r}: "
             "an admin grants it a Role there on API group mlflow.kubeflow.org, resources "
             "registeredmodels and experiments, verbs get and list",
+        )
+    if code == "PERMISSION_DENIED":
+        return CopyError(
+            Exit.AUTH,
+            f"the group's MLflow server does not let {account} read the registered model",
         )
     return CopyError(
         Exit.AUTH,

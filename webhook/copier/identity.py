@@ -17,12 +17,11 @@ from __future__ import annotations
 import base64
 import json
 import os
-from pathlib import Path
 from typing import Any
 
+from webhook.kube import SERVICE_ACCOUNT
 from webhook.settings.rules import KUBERNETES_AUTH
 
-SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 WORKSPACE_HEADER = "X-MLFLOW-WORKSPACE"
 
 
@@ -38,6 +37,11 @@ def kubernetes() -> bool:
 def uses_file_token() -> bool:
     """Whether the bearer token comes from the ServiceAccount's file (not MLFLOW_TRACKING_TOKEN)."""
     return kubernetes() and not os.environ.get("MLFLOW_TRACKING_TOKEN")
+
+
+def token() -> str | None:
+    """The pod's ServiceAccount token as the kubelet last wrote it."""
+    return _read("token")
 
 
 def _read(name: str) -> str | None:
@@ -89,19 +93,19 @@ class ServiceAccountToken:
 
     def __call__(self, request: Any) -> Any:
         if "Authorization" not in request.headers:
-            token = _read("token")
-            if token is None:  # it was there when the copy began (identity_problem)
+            found = token()
+            if found is None:  # it was there when the copy began (identity_problem)
                 raise OSError(f"the ServiceAccount token at {SERVICE_ACCOUNT} went away")
-            request.headers["Authorization"] = f"Bearer {token}"
+            request.headers["Authorization"] = f"Bearer {found}"
         return request
 
 
 def service_account() -> str | None:
     """Whose token the copier sends (namespace/name), read from the token's own claims (not
     verified: only to name it in a message), or None."""
-    token = _read("token") if uses_file_token() else None
+    found = token() if uses_file_token() else None
     try:
-        payload = (token or "").split(".")[1]
+        payload = (found or "").split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         subject = str(claims["sub"])
     except (IndexError, ValueError, KeyError, TypeError):

@@ -137,8 +137,10 @@ def fetch(source: str, staging: Path, deadline: float) -> tuple[int, int]:
                         files, size = files + 1, size + result
                         continue
                     listed, folders = result
-                    pending |= {pool.submit(client.download, f, staging) for f in listed}
+                    # Its folders first: the pool runs tasks in order, and a listing queued
+                    # behind a folder's every file would wait for them all.
                     pending |= {pool.submit(client.listing, f) for f in folders}
+                    pending |= {pool.submit(client.download, f, staging) for f in listed}
         except BaseException:  # a failure, or SIGTERM in the main thread: the pool is left at once
             client.stop.set()
             for future in pending:

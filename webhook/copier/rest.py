@@ -45,7 +45,7 @@ def options() -> dict[str, Any]:
         "headers": {"User-Agent": "mlflow-webhook-copy-artifacts"},
     }
     user, password = (os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("USERNAME", "PASSWORD"))
-    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN", "").strip()  # a Secret's file ends in \n
     if user and password and not identity.kubernetes():
         kwargs["auth"] = (user, password)
     elif token:

@@ -15,6 +15,7 @@ from typing import Any
 
 from webhook.config import Config
 from webhook.inject.ca import CA_FILE
+from webhook.settings import rules
 from webhook.settings.model import EnvFromSource, EnvVar, MLflowSetting
 
 
@@ -34,7 +35,7 @@ class EnvGroup:
 TRACKING_SERVERS = frozenset({"MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"})
 ARTIFACT_SERVERS = frozenset({"MLFLOW_S3_ENDPOINT_URL"})
 TRACKING_CA, ARTIFACT_CA = "MLFLOW_TRACKING_SERVER_CERT_PATH", "AWS_CA_BUNDLE"
-WORKSPACE, TRACKING_AUTH = "MLFLOW_WORKSPACE", "MLFLOW_TRACKING_AUTH"
+WORKSPACE = "MLFLOW_WORKSPACE"
 # The workspace is the group's server's; a container that names its own server keeps it out.
 _TRACKING_BOUND, _ARTIFACT_BOUND = frozenset({TRACKING_CA, WORKSPACE}), frozenset({ARTIFACT_CA})
 
@@ -60,13 +61,13 @@ def container_env_plan(setting: MLflowSetting, config: Config) -> tuple[EnvGroup
     if setting.workspace is not None:
         shared.append({"name": WORKSPACE, "value": setting.workspace})
     if setting.tracking_auth is not None:
-        shared.append({"name": TRACKING_AUTH, "value": setting.tracking_auth})
+        shared.append({"name": rules.TRACKING_AUTH, "value": setting.tracking_auth})
     return (
         EnvGroup(server_env(setting), ()),
         EnvGroup(
             (*setting.tracking_env, *shared, *tracking_ca),
             setting.tracking_env_from,
-            config.tracking_credentials | {TRACKING_AUTH},
+            config.tracking_credentials | {rules.TRACKING_AUTH},
             TRACKING_SERVERS,
             _TRACKING_BOUND,
         ),

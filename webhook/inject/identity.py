@@ -9,12 +9,14 @@ its namespace. No other container gains a token: user containers keep what they 
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from webhook.inject.errors import Denied
-from webhook.inject.volumes import add_volume, free_name, mount, mount_at
+from webhook.inject.volumes import mount_at, mount_in_each
+from webhook.kube import SERVICE_ACCOUNT
 
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+SERVICE_ACCOUNT_DIR = str(SERVICE_ACCOUNT)
 VOLUME = "mlflow-identity"
 TOKEN_SECONDS = 3600  # the kubelet renews it at 80% of that; the copier reads it each time
 PROJECTED: dict[str, Any] = {
@@ -51,8 +53,13 @@ def mount_identity(spec: dict[str, Any], containers: list[dict[str, Any]]) -> No
             "the pod has no ServiceAccount (spec.serviceAccountName), whose token its model copy "
             "would log in with (the group's MLflowSetting says trackingAuth): name one"
         )
-    for container in needing:
-        name = _ours(spec) or add_volume(
-            spec, {"name": free_name(spec, VOLUME), "projected": PROJECTED}
-        )
-        mount(container, name, SERVICE_ACCOUNT_DIR, read_only=True)
+    mount_in_each(
+        spec,
+        needing,
+        SERVICE_ACCOUNT_DIR,
+        _ours(spec),
+        {"projected": copy.deepcopy(PROJECTED)},
+        name=VOLUME,
+        belongs="the pod's token",  # never said: these containers mount nothing there
+        read_only=True,
+    )

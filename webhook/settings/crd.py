@@ -214,9 +214,16 @@ def spec_schema() -> Schema:
             ),
             _rule(
                 "!has(self.trackingAuth) || !has(self.trackingEnv) || !self.trackingEnv.exists(e, "
-                f"e.name in {_cel_list(rules.TRACKING_LOGIN | {'MLFLOW_TRACKING_AUTH'})})",
+                f"e.name in {_cel_list(rules.TRACKING_LOGIN_OR_AUTH)})",
                 "trackingAuth makes the pods' Kubernetes identity their login: trackingEnv may "
                 "not set another (a token or password, or MLFLOW_TRACKING_AUTH)",
+            ),
+            _rule(
+                "has(self.trackingAuth) || !has(self.trackingEnv) || !self.trackingEnv.exists(e, "
+                f"e.name == {_cel_str(rules.TRACKING_AUTH)} && has(e.value) && "
+                f"e.value in {_cel_list(rules.KUBERNETES_AUTH)})",
+                "a Kubernetes identity is set with trackingAuth, not MLFLOW_TRACKING_AUTH in "
+                "trackingEnv (then the model copier gets the pod's token too)",
             ),
             _rule(
                 "!has(self.trackingAuth) || self.trackingUri.matches('^https?://')",

@@ -232,8 +232,7 @@ def _shared_server(
         reserved = ", ".join(rules.RESERVED_WORKSPACES)
         raise c.fail("spec.workspace", f"is a name MLflow reserves ({reserved})")
     if auth is not None:
-        logins = rules.TRACKING_LOGIN | {"MLFLOW_TRACKING_AUTH"}
-        if any(e["name"] in logins for e in tracking_env):
+        if any(e["name"] in rules.TRACKING_LOGIN_OR_AUTH for e in tracking_env):
             raise c.fail(
                 "spec",
                 "trackingAuth makes the pods' Kubernetes identity their login: trackingEnv may "
@@ -241,6 +240,15 @@ def _shared_server(
             )
         if not rules.matches("^https?://", spec["trackingUri"]):
             raise c.fail("spec", "trackingAuth needs an http(s) tracking server")
+    elif any(
+        e["name"] == rules.TRACKING_AUTH and e.get("value") in rules.KUBERNETES_AUTH
+        for e in tracking_env
+    ):
+        raise c.fail(
+            "spec",
+            "a Kubernetes identity is set with trackingAuth, not MLFLOW_TRACKING_AUTH in "
+            "trackingEnv (then the model copier gets the pod's token too)",
+        )
     if workspace is not None and any(
         e["name"] == "MLFLOW_WORKSPACE" for e in tracking_env + artifact_env
     ):

@@ -55,6 +55,11 @@ ARTIFACT_LOGIN = frozenset(
     {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"}
 )
 LOGIN_NAMES = TRACKING_LOGIN | ARTIFACT_LOGIN
+# How a pod logs in to its tracking server: a login, or MLFLOW_TRACKING_AUTH (its Kubernetes
+# identity, or another of MLflow's auth plugins). A container that sets any gets none of the
+# group's; a setting with trackingAuth may set none of them in trackingEnv.
+TRACKING_AUTH = "MLFLOW_TRACKING_AUTH"
+TRACKING_LOGIN_OR_AUTH = TRACKING_LOGIN | {TRACKING_AUTH}
 
 
 def matches(pattern: str, text: str) -> bool:

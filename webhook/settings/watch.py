@@ -154,8 +154,13 @@ class ClusterWatcher:
         wait = self.backoff.failed()
         why = f"cannot {verb} {PLURAL} ({brief(f'{type(error).__name__}: {error}')})"
         log.warning("%s%s; retrying in %.1f s", why, _hint(verb, error), wait)
+        # What pods' creators read (in their error, in a ReplicaSet's events): not the API
+        # server's answer, which is the log's.
         began = time.gmtime(time.time() - (self.backoff.clock() - self.backoff.since))
-        self.doubt = f"the webhook {why}, failing since {time.strftime('%H:%M:%S UTC', began)}"
+        self.doubt = (
+            f"the webhook cannot {verb} {PLURAL} (its log says why), failing since "
+            f"{time.strftime('%H:%M:%S UTC', began)}"
+        )
         self._stop.wait(wait)
 
     def _list(self) -> str:
