@@ -189,6 +189,21 @@ def test_basic_auth(stores: Stores, tmp_path: Path) -> None:
     assert list((tmp_path / "no").iterdir()) == []
 
 
+def test_a_token_read_from_a_file_works_and_a_broken_one_is_never_shown(
+    stores: Stores, tmp_path: Path
+) -> None:
+    """A Secret made from a file gives a token with a final newline: it works (before, the
+    request was refused locally, and its error quoted the token). One that is broken inside
+    fails, and no message shows it."""
+    env = {**stores.mlflow.env, "MLFLOW_TRACKING_TOKEN": "tok-s3cr3t-42\n"}
+    result, _ = copy("models:/churn%20model/1", tmp_path / "ok", env)
+    assert result.returncode == 0, result.stderr
+    env["MLFLOW_TRACKING_TOKEN"] = "tok-s3cr3t-42\nsecond-line"
+    result, term = copy("models:/churn%20model/1", tmp_path / "no", env, "--timeout", "10")
+    assert result.returncode != 0
+    assert "s3cr3t" not in result.stderr + result.stdout + term
+
+
 @pytest.mark.parametrize(
     ("uri", "sentence"),
     [
