@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,9 +24,8 @@ ROOT = Path(__file__).parent.parent
 REVIEW = json.loads((ROOT / "examples" / "admission-review.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    tmp = tmp_path_factory.mktemp("serve")
+@contextlib.contextmanager
+def start(tmp: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
     port = free_port()
     args = [
         sys.executable,
@@ -42,13 +44,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         wait_until(
             lambda: requests.get(f"{url}/readyz", verify=tmp / "ca.crt").ok, 30, "webhook", proc
         )
-        yield url, tmp
+        yield url, tmp, proc
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+    with start(tmp_path_factory.mktemp("serve")) as started:
+        yield started
 
 
 def test_serves_the_example_review_over_verified_tls_with_keep_alive(
-    server: tuple[str, Path],
+    server: tuple[str, Path, subprocess.Popen[bytes]],
 ) -> None:
-    url, certs = server
+    url, certs, _ = server
     with requests.Session() as session:  # verify per call: REQUESTS_CA_BUNDLE beats session.verify
         answers = [
             session.post(f"{url}/mutate", json=REVIEW, verify=certs / "ca.crt") for _ in range(3)
@@ -64,33 +74,56 @@ def test_serves_the_example_review_over_verified_tls_with_keep_alive(
     assert f"Listening at: {url} (" in (certs / "serve.log").read_text()
 
 
-def test_renewed_certificate_files_are_served_without_a_restart(server: tuple[str, Path]) -> None:
-    url, certs = server
-    old_ca = certs / "old-ca.crt"
-    shutil.copy(certs / "ca.crt", old_ca)
+def renewal(certs: Path) -> tuple[bytes, bytes]:
+    """A new CA (written as new-ca.crt) and a serving pair it signed: (key, certificate)."""
     ca = make_ca("renewed-ca")
     pair = make_serving_cert(ca, ["localhost", "127.0.0.1"])
     (certs / "new-ca.crt").write_bytes(ca.cert_pem())
-    write_atomic(certs / "tls.key", pair.key_pem())
-    write_atomic(certs / "tls.crt", pair.cert_pem())
+    return pair.key_pem(), pair.cert_pem()
 
-    def new_cert_served() -> bool:
-        try:
-            return requests.get(f"{url}/healthz", verify=certs / "new-ca.crt").ok
-        except requests.exceptions.SSLError:
-            return False
 
-    def old_cert_refused() -> bool:
-        try:
-            requests.get(f"{url}/healthz", verify=old_ca, timeout=5)
-        except requests.exceptions.SSLError:
-            return True
+def served_by(url: str, ca: Path) -> bool:
+    """Whether a new connection gets a certificate `ca` signed."""
+    try:
+        return requests.get(f"{url}/healthz", verify=ca, timeout=5).ok
+    except requests.exceptions.SSLError:
         return False
+
+
+def test_renewed_certificate_files_are_served_without_a_restart(
+    server: tuple[str, Path, subprocess.Popen[bytes]],
+) -> None:
+    url, certs, proc = server
+    old_ca = certs / "old-ca.crt"
+    shutil.copy(certs / "ca.crt", old_ca)
+    key, cert = renewal(certs)
+    write_atomic(certs / "tls.key", key)
+    write_atomic(certs / "tls.crt", cert)
 
     # Each worker notices within a second (on its next connection): soon every connection gets
     # the new certificate, and none the old one.
-    wait_until(lambda: all(new_cert_served() for _ in range(6)), 10, "renewed certificate")
-    wait_until(lambda: all(old_cert_refused() for _ in range(6)), 10, "old certificate gone")
+    new_ca = certs / "new-ca.crt"
+    wait_until(lambda: all(served_by(url, new_ca) for _ in range(6)), 10, "renewed", proc)
+    wait_until(lambda: not any(served_by(url, old_ca) for _ in range(6)), 10, "old gone", proc)
+
+
+def test_a_worker_started_halfway_through_a_renewal_waits_for_the_pair(tmp_path: Path) -> None:
+    """`mlflow-webhook certs` writes the key, then the certificate (a kubelet swaps a Secret's
+    files at once; other writers need not): a worker started between the two must wait for a
+    pair that matches. One that failed to boot made gunicorn stop the whole server, every
+    worker with it."""
+    with start(tmp_path) as (url, certs, proc):
+        key, cert = renewal(certs)
+        write_atomic(certs / "tls.key", key)  # the certificate is still the old one
+        master = proc.pid
+        victim = int(Path(f"/proc/{master}/task/{master}/children").read_text().split()[0])
+        os.kill(victim, signal.SIGKILL)
+        log = certs / "serve.log"
+        wait_until(lambda: "waiting for a matching pair" in log.read_text(), 10, "wait", proc)
+        write_atomic(certs / "tls.crt", cert)
+        new_ca = certs / "new-ca.crt"
+        wait_until(lambda: all(served_by(url, new_ca) for _ in range(6)), 10, "renewed", proc)
+        assert proc.poll() is None
 
 
 def test_an_invalid_settings_file_stops_start_up_with_the_field(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from webhook.config import Config
 from webhook.memory import release_free_memory
 from webhook.runstate import RunState, WorkerState
 from webhook.settings.index import SettingsIndex
-from webhook.tlscontext import ReloadingContext, not_after
+from webhook.tlscontext import ReloadingContext, first_context, not_after
 
 if TYPE_CHECKING:
     from webhook.kube import Credentials
@@ -299,7 +299,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         """In the worker, after gevent patched the standard library: build what uses sockets."""
-        self.tls = ReloadingContext(self.opts.cert_file, self.opts.key_file)
+        self.tls = first_context(self.opts.cert_file, self.opts.key_file)
         self.runtime = self._load(self.opts, self.shared)
         return self.runtime.app
 

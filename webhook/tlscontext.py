@@ -109,3 +109,23 @@ class ReloadingContext:
                 log.info("loaded renewed certificate from %s", self.cert_file)
         except (OSError, ssl.SSLError) as e:  # half-written files: keep serving the old pair
             log.warning("certificate reload failed, keeping the current one: %s", e)
+
+
+def first_context(cert_file: Path, key_file: Path, patience: float = 20.0) -> ReloadingContext:
+    """A worker's first context. A worker may start between a renewal's two writes (the key, then
+    the certificate: `mlflow-webhook certs` writes them so; a kubelet swaps a Secret's files at
+    once): it waits for a pair that matches, because a worker that fails to boot makes gunicorn
+    stop the whole server. A pair still broken after `patience` (less than gunicorn's 30 s
+    timeout for a silent worker) is no renewal in progress: the error stops the server."""
+    deadline = time.monotonic() + patience
+    warned = False
+    while True:
+        try:
+            return ReloadingContext(cert_file, key_file)
+        except (OSError, ssl.SSLError) as e:
+            if time.monotonic() >= deadline:
+                raise
+            if not warned:
+                log.warning("cannot load the certificate (%s); waiting for a matching pair", e)
+                warned = True
+            time.sleep(0.2)
