@@ -2,15 +2,14 @@
 controller, pod mutator and InferenceService defaulter and validator, at v0.20.0), run against
 the test API server with KServe's CRDs, ConfigMap, MLServer runtime and webhook configurations
 as its Go module ships them (tests/controlplane/crds.sh), in the Standard (raw Deployment) mode,
-and with this project's ClusterStorageContainer (manifests/components/kserve). With no
-kube-controller-manager, nobody makes pods from the Deployments KServe writes: a test creates
-one from the predictor Deployment's template, as a ReplicaSet would."""
+and with this project's ClusterStorageContainer (manifests/components/kserve). The built-in
+controllers (tests/controllers.py) make the predictor's ReplicaSet and pod from the Deployment
+KServe writes, through every admission webhook."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import copy
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ import requests
 import yaml
 
 from tests.cluster import ROOT, ControlPlane, kustomize
+from tests.controllers import controllers, pods_of
 from tests.procs import BIN, free_port, running, wait_until
 from webhook.tls import make_ca, make_serving_cert
 
@@ -62,29 +62,25 @@ class KServe:
     def delete(self, namespace: str, name: str) -> None:
         self.cp.request("DELETE", ISVC.format(namespace=namespace) + f"/{name}")
 
-    def predictor_template(self, namespace: str, name: str) -> dict[str, Any]:
-        """The pod template of the Deployment KServe's controller made for the predictor."""
+    def pod_made(self, namespace: str, name: str) -> dict[str, Any]:
+        """The predictor's pod as its ReplicaSet made it; when the ReplicaSet cannot make it
+        (an admission webhook refused it), the failure says why, as `kubectl describe` would."""
+        selector = f"serving.kserve.io/inferenceservice={name}"
 
         def made() -> dict[str, Any] | None:
-            path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}-predictor"
-            reply = self.cp.request("GET", path)
-            return reply.json() if reply.ok else None
+            pods = pods_of(self.cp, namespace, selector)
+            return pods[0] if pods else None
 
-        deployment = wait_until(made, 60, f"KServe's Deployment for {name}")
-        template: dict[str, Any] = deployment["spec"]["template"]
-        return template
-
-    def pod_from(self, namespace: str, name: str) -> requests.Response:
-        """A pod made from the predictor Deployment's template, as its ReplicaSet would make it,
-        created through the API server (every admission webhook runs)."""
-        template = copy.deepcopy(self.predictor_template(namespace, name))
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {**template["metadata"], "generateName": f"{name}-predictor-"},
-            "spec": template["spec"],
-        }
-        return self.cp.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+        try:
+            found: dict[str, Any] = wait_until(made, 60, f"the predictor pod of {name}")
+        except TimeoutError as e:
+            path = f"/apis/apps/v1/namespaces/{namespace}/replicasets"
+            sets = self.cp.request("GET", path, labelSelector=selector).json()["items"]
+            why = [
+                c.get("message") for r in sets for c in r.get("status", {}).get("conditions", [])
+            ]
+            raise AssertionError(f"{e}; its ReplicaSets say: {why}") from None
+        return found
 
 
 def _webhook_configurations(url: str, ca: bytes) -> list[dict[str, Any]]:
@@ -155,7 +151,10 @@ def kserve(cp: ControlPlane, tmp: Path) -> Iterator[KServe]:
         f"--health-probe-addr=127.0.0.1:{probe}",
     ]
     env = {"TMPDIR": str(home), "POD_NAMESPACE": NAMESPACE}
-    with running(args, tmp / "kserve-manager.log", env=env) as proc:
+    with (
+        controllers(cp, tmp / "kube-controller-manager.log"),
+        running(args, tmp / "kserve-manager.log", env=env) as proc,
+    ):
         wait_until(
             lambda: requests.get(f"http://127.0.0.1:{probe}/readyz", timeout=2).ok,
             60,

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,24 @@ def run_container(
     if SERVICE_ACCOUNT_DIR in mapped:
         command = with_service_account(mapped[SERVICE_ACCOUNT_DIR], command)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def run_tags(container: dict[str, Any], tracking_uri: str, home: Path, user: str) -> dict[str, str]:
+    """MLflow's own client, in the environment the container gets (as a kubelet computes it),
+    starts a run: the tags the tracking server stored for it. `user` is the login name the
+    image runs as (MLflow's default `mlflow.user`)."""
+    script = "import mlflow\nwith mlflow.start_run() as run:\n    print('run', run.info.run_id)\n"
+    env = resolve_env(container, [])
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={"PATH": os.environ["PATH"], "HOME": str(home), **env, "USER": user},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    from mlflow import MlflowClient
+
+    run_id = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("run "))
+    tags: dict[str, str] = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags
+    return tags

@@ -58,3 +58,17 @@ def team_namespace(installed: Installed, stores: Stores, namespace: str = TEAM) 
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env") or []}
+
+
+def model_pod(uri: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A model deployment's pod by our annotation (no platform's initializer)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "model-",
+            "labels": labels or {},
+            "annotations": {"mlflow.primehub.io/model-uri": uri},
+        },
+        "spec": {"containers": [{"name": "model", "image": "model-server"}]},
+    }

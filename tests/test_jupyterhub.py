@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 
 from tests.cluster import ROOT, Installed
 from tests.conftest import Stores
-from tests.podrun import resolve_env
+from tests.podrun import run_tags
 from tests.teams import GROUP, env_of, team_namespace
 
 pytestmark = pytest.mark.cluster
@@ -108,21 +107,8 @@ def test_a_run_started_in_the_notebook_says_who_started_it(
     stored = installed.create(
         spawned(clients, "kubespawner-7", "dana", team, None), team, dry_run=True
     )
-    env = resolve_env(stored.json()["spec"]["containers"][0], [])
-    script = "import mlflow\nwith mlflow.start_run() as run:\n    print('run', run.info.run_id)\n"
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env, "USER": "jovyan"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    from mlflow import MlflowClient
-
-    run_id = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("run "))
-    run = MlflowClient(tracking_uri=stores.mlflow.url).get_run(run_id)
-    tags = run.data.tags
+    container = stored.json()["spec"]["containers"][0]
+    tags = run_tags(container, stores.mlflow.url, tmp_path, "jovyan")
     assert tags["mlflow.user"] == "dana"
     assert tags["mlflow.primehub.io/namespace"] == team
     assert tags["mlflow.primehub.io/kind"] == "notebook"

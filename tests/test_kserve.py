@@ -27,6 +27,7 @@ from tests.podrun import mounts, run_container
 from tests.procs import environ, wait_until
 from tests.registry import tree
 from tests.reviews import pod_review
+from tests.teams import model_pod
 from tests.test_end_to_end import manifests
 from webhook.pods import KSERVE_INITIALIZER
 
@@ -67,10 +68,7 @@ def isvc(name: str, uri: str | None = None, uris: list[dict[str, str]] | None = 
 
 def predictor_pod(ks: KServe, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
     ks.create(namespace, isvc(name, **spec))
-    reply = ks.pod_from(namespace, name)
-    assert reply.status_code == 201, reply.text
-    pod: dict[str, Any] = reply.json()
-    return pod
+    return ks.pod_made(namespace, name)
 
 
 def initializer(pod: dict[str, Any]) -> dict[str, Any]:
@@ -188,15 +186,22 @@ def test_the_pod_is_the_same_whichever_webhook_the_api_server_calls_first(
     assert installed.cp.request("POST", path, first).status_code == 201
     installed.cp.request("DELETE", f"{path}/mlflow-webhook")
     try:
-        ks.create(SERVING, isvc("order-b", uri="models:/fraud/1"))
-
-        def made() -> dict[str, Any] | None:
-            reply = ks.pod_from(SERVING, "order-b")
-            assert reply.status_code == 201, reply.text
-            pod: dict[str, Any] = reply.json()
-            return pod if INJECTED in pod["metadata"]["annotations"] else None
-
-        ours_first = wait_until(made, 30, "the renamed configuration in use")
+        probe = model_pod("models:/fraud/1", {"primehub.io/group": "escaped-phusers"})
+        wait_until(  # a configuration just made takes a moment to be used
+            lambda: (
+                INJECTED
+                in (
+                    installed.create(probe, SERVING, dry_run=True)
+                    .json()["metadata"]
+                    .get("annotations")
+                    or {}
+                )
+            ),
+            30,
+            "the renamed configuration in use",
+        )
+        ours_first = predictor_pod(ks, SERVING, "order-b", uri="models:/fraud/1")
+        assert INJECTED in ours_first["metadata"]["annotations"]
     finally:
         ours["metadata"] = {"name": "mlflow-webhook"}
         assert installed.cp.request("POST", path, ours).status_code == 201

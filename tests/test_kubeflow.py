@@ -18,7 +18,7 @@ from tests.conftest import Stores
 from tests.kubeflow import PYTORCHJOBS, job_pods, notebook_pod, pytorchjob, training_operator
 from tests.procs import wait_until
 from tests.reviews import pod_review
-from tests.teams import GROUP, TEAM, env_of, team_namespace
+from tests.teams import GROUP, TEAM, env_of, model_pod, team_namespace
 
 pytestmark = pytest.mark.cluster
 INJECTED = "mlflow.primehub.io/injected"
@@ -144,15 +144,7 @@ def test_the_namespace_s_setting_says_so_in_its_status_and_in_kubectl_get(
 def test_a_model_deployment_of_a_team_gets_its_model_from_the_namespace_s_setting(
     installed: Installed, team: str, stores: Stores
 ) -> None:
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": "model-",
-            "annotations": {"mlflow.primehub.io/model-uri": "models:/fraud/1"},
-        },
-        "spec": {"containers": [{"name": "model", "image": "model-server"}]},
-    }
+    pod = model_pod("models:/fraud/1")
     stored = installed.create(copy.deepcopy(pod), team, dry_run=True).json()
     assert stored["metadata"]["annotations"][INJECTED] == f"{team}/everyone"
     init = stored["spec"]["initContainers"][-1]

@@ -137,9 +137,7 @@ def test_a_kserve_predictor_copies_its_own_teams_model(
     }
     ks.create(namespace, isvc)
     try:
-        reply = ks.pod_from(namespace, "iris")
-        assert reply.status_code == 201, reply.text
-        pod = reply.json()
+        pod = ks.pod_made(namespace, "iris")
         assert no_user_container_has_a_token(pod)
         result, model = copied_by(shared, pod, KSERVE_INITIALIZER, tmp_path)
         assert result.returncode == 0, result.stderr

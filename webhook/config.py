@@ -47,7 +47,8 @@ class PodKinds:
     """Label selectors (each a map of label to value, or to ANY_VALUE; any of the list) that say
     which kind a pod is. A pod of one of these kinds is served with no group label too: it gets
     its namespace's setting, if there is one. The defaults cover PrimeHub, JupyterHub's
-    KubeSpawner (whose pods PrimeHub's are), Kubeflow's notebooks and Training Operator, KServe."""
+    KubeSpawner (whose pods PrimeHub's are), Kubeflow's notebooks and Training Operator,
+    Kubernetes Jobs and CronJobs, KServe."""
 
     notebook: tuple[Labels, ...] = (
         {"component": "singleuser-server"},  # JupyterHub's KubeSpawner (PrimeHub's notebooks)
@@ -56,6 +57,8 @@ class PodKinds:
     job: tuple[Labels, ...] = (
         {"app": "primehub-job"},
         {"training.kubeflow.org/job-name": ANY_VALUE},  # Kubeflow's Training Operator
+        # Kubernetes Jobs, a CronJob's among them: the Job controller's label (Kubernetes 1.27+).
+        {"batch.kubernetes.io/job-name": ANY_VALUE},
     )
     deployment: tuple[Labels, ...] = (
         {"app": "primehub-deployment"},

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and etcd from the Go module proxy, once per version, envexpand (the
+# Builds kube-apiserver, kube-controller-manager (the built-in controllers: Deployments, Jobs...)
+# and etcd from the Go module proxy, once per version, envexpand (the
 # kubelet's env expansion, for the pod runner) from the same pinned k8s.io/kubernetes, and
 # promrules (Prometheus's own rule loading, for the monitoring manifests), KServe's
 # InferenceService controller and webhooks (kserve-manager, for the KServe tests), and Kubeflow's
@@ -14,7 +15,7 @@ cache=${CONTROLPLANE_CACHE:-$HOME/.cache/primehub-mlflow-webhook/controlplane}
 modver() { # module go.mod -> the version the wrapper requires
   awk -v m="$1" '$1 == "require" { $1 = ""; $0 = $0 } $1 == m && $2 ~ /^v/ { print $2; exit }' "$2"
 }
-kube_version=$(modver k8s.io/kubernetes "$here/kube-apiserver/go.mod")
+kube_version=$(modver k8s.io/kubernetes "$here/kubernetes/go.mod")
 etcd_version=$(modver go.etcd.io/etcd/server/v3 "$here/etcd/go.mod")
 prometheus_version=$(modver github.com/prometheus/prometheus "$here/promrules/go.mod")
 kserve_version=$(modver github.com/kserve/kserve "$here/kserve/go.mod")
@@ -38,7 +39,8 @@ minor=${kube_version#v1.}; minor=${minor%%.*}
 kv="-X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/component-base/version.gitMajor=1"
 kv="$kv -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
 build etcd "$etcd_version" "$here/etcd" ""
-build kube-apiserver "$kube_version" "$here/kube-apiserver" "$kv"
+build kube-apiserver "$kube_version" "$here/kubernetes/kube-apiserver" "$kv"
+build kube-controller-manager "$kube_version" "$here/kubernetes/kube-controller-manager" "$kv"
 build envexpand "$kube_version" "$here/envexpand" ""
 build promrules "$prometheus_version" "$here/promrules" ""
 build kserve-manager "$kserve_version" "$here/kserve" ""
@@ -58,6 +60,7 @@ install helm "$helm_version" helm.sh/helm/v4/cmd/helm
 mkdir -p "$cache/bin"
 ln -sf "$cache/etcd-$etcd_version/etcd" "$cache/bin/etcd"
 ln -sf "$cache/kube-apiserver-$kube_version/kube-apiserver" "$cache/bin/kube-apiserver"
+ln -sf "$cache/kube-controller-manager-$kube_version/kube-controller-manager" "$cache/bin/kube-controller-manager"
 ln -sf "$cache/envexpand-$kube_version/envexpand" "$cache/bin/envexpand"
 ln -sf "$cache/promrules-$prometheus_version/promrules" "$cache/bin/promrules"
 ln -sf "$cache/kserve-manager-$kserve_version/kserve-manager" "$cache/bin/kserve-manager"

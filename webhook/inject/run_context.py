@@ -29,6 +29,7 @@ PRIMEHUB_USER_LABEL = "primehub.io/user"
 WORKLOAD_LABELS = (
     "notebook-name",  # Kubeflow's notebooks
     "training.kubeflow.org/job-name",  # Kubeflow's Training Operator
+    "batch.kubernetes.io/job-name",  # Kubernetes Jobs (a CronJob's: <cronjob>-<minute>)
     "serving.kserve.io/inferenceservice",  # KServe
     "primehub.io/phdeployment",  # PrimeHub's deployments
 )
