@@ -17,12 +17,14 @@ against the replay (what our rules cost on top of the change they make).
 With --pod kubeflow, the pods are Kubeflow notebooks (tests/kubeflow.py: no group label, served
 by the namespace's own MLflowSetting, which names no group), which no release before namespace
 settings sent to the webhook at all: `none` is then what they cost before, `ours` what they cost
-now. With --profile SECONDS, then profiles the API server (its own pprof endpoint, read with
-`go tool pprof`) while each webhook's namespace gets pods for that long, and prints its CPU per
-pod in the phases where a webhook's answer costs it something: where the API server's time goes.
+now; the same with --pod job, argo, ray or spark (a Kubernetes Job's, an Argo Workflow step's, a
+Ray head's, a Spark driver's pod). With --profile SECONDS, then profiles the API server (its own
+pprof endpoint, read with `go tool pprof`) while each webhook's namespace gets pods for that
+long, and prints its CPU per pod in the phases where a webhook's answer costs it something: where
+the API server's time goes.
 
     python -m bench.apiserver [--rounds 4] [--pods 300] [--concurrency 12] [--profile 0]
-                              [--pod notebook|kubeflow]
+                              [--pod notebook|kubeflow|job|argo|ray|spark]
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import requests
 
 from bench.load import cpu_seconds, pct
 from tests.cluster import ControlPlane, control_plane, install
+from tests.golden import GOLDEN, load_case
 from tests.kubeflow import notebook_pod
 from tests.procs import free_port, running, wait_until
 from tests.reviews import pod_review
@@ -82,12 +85,27 @@ def apiserver_pid(cp: ControlPlane) -> int:
     raise RuntimeError("no kube-apiserver running")
 
 
+# The batch engines' pods, as their programs make them (the golden cases, which
+# tests/test_builtin_controllers.py and tests/test_batch_engines.py hold to the real programs).
+ENGINE_PODS = {
+    "job": "team-kubernetes-job",
+    "argo": "team-argo-step",
+    "ray": "team-ray-head",
+    "spark": "team-spark-driver",
+}
+
+
 def bench_pod(kind: str, namespace: str) -> dict[str, Any]:
-    """PrimeHub's notebook (its group label), or Kubeflow's (none), with a generated name."""
+    """PrimeHub's notebook (its group label), or Kubeflow's or a batch engine's (none), with a
+    generated name."""
     if kind == "notebook":
         return scenario_pod("notebook", namespace)
-    pod = notebook_pod("bench", namespace, {})
-    del pod["metadata"]["name"]
+    if kind in ENGINE_PODS:
+        pod = load_case(GOLDEN / "cases" / f"{ENGINE_PODS[kind]}.yaml")["pod"]
+        pod["metadata"].pop("ownerReferences", None)  # no such owner here
+    else:
+        pod = notebook_pod("bench", namespace, {})
+    pod["metadata"].pop("name", None)
     pod["metadata"]["generateName"] = "bench-"
     return pod
 
@@ -225,7 +243,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4, help="4: each configuration in each place")
     p.add_argument("--pods", type=int, default=300)
     p.add_argument("--concurrency", type=int, default=12)
-    p.add_argument("--pod", choices=("notebook", "kubeflow"), default="notebook")
+    p.add_argument("--pod", choices=("notebook", "kubeflow", *ENGINE_PODS), default="notebook")
     p.add_argument(
         "--profile", type=int, default=0, metavar="SECONDS",
         help="0: then profile the API server for SECONDS per webhook (needs Go)",
@@ -257,11 +275,11 @@ def main() -> None:
         stack.callback(ours.stop)
         cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": "bench-none"}})
         group_namespace(cp, "bench-ours", f"{ours.url}/mutate", ca_file.read_bytes())
-        if a.pod == "kubeflow":
+        if a.pod != "notebook":  # served by the namespace's setting
             namespace_setting(cp, "bench-ours")
 
             def served() -> bool:
-                pod = bench_pod("kubeflow", "bench-ours")
+                pod = bench_pod(a.pod, "bench-ours")
                 path = "/api/v1/namespaces/bench-ours/pods"
                 reply = cp.request("POST", path, pod, dryRun="All").json()
                 return INJECTED in (reply["metadata"].get("annotations") or {})
@@ -270,7 +288,7 @@ def main() -> None:
         patch = answered_patch(cp, ours.url, ca_file, a.pod)
         path = "/metadata/annotations/" + TOUCHED.replace("/", "~1")
         touch = [{"op": "add", "path": path, "value": "1"}]
-        if a.pod == "kubeflow":  # Kubeflow's pod has no annotations: the least change adds them
+        if not bench_pod(a.pod, "bench-ours")["metadata"].get("annotations"):  # add them all
             touch = [{"op": "add", "path": "/metadata/annotations", "value": {TOUCHED: "1"}}]
         marks = {"none": None, "noop": None, "touch": TOUCHED, "replay": INJECTED, "ours": INJECTED}
         (tmp / "patch.json").write_text(json.dumps(patch))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from tests.cluster import ControlPlane, Installed, control_plane, install
+from tests.cluster import ROOT, ControlPlane, Installed, control_plane, install
 from tests.procs import environ
 from tests.registry import Registered, make_model_dir, register
 from tests.servers import S3, Mlflow, launch_mlflow, moto_server, wait_mlflow
@@ -89,3 +90,17 @@ def shared(
     """One MLflow shared by two teams, with Kubernetes identities (tests/workspaces.py)."""
     with shared_mlflow(installed, tmp_path_factory.mktemp("shared-mlflow")) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def clients() -> Path:
+    """The virtualenvs of the Python programs that make pods (tests/clients/install.sh)."""
+    return Path(
+        os.environ.get("CLIENTS")
+        or subprocess.run(
+            [str(ROOT / "tests" / "clients" / "install.sh")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )

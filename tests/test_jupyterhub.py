@@ -25,19 +25,6 @@ INJECTED = "mlflow.primehub.io/injected"
 
 
 @pytest.fixture(scope="module")
-def clients(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return Path(
-        os.environ.get("CLIENTS")
-        or subprocess.run(
-            [str(ROOT / "tests" / "clients" / "install.sh")],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    )
-
-
-@pytest.fixture(scope="module")
 def team(installed: Installed, stores: Stores) -> str:
     return team_namespace(installed, stores)
 

@@ -59,12 +59,21 @@ class PodKinds:
         {"training.kubeflow.org/job-name": ANY_VALUE},  # Kubeflow's Training Operator
         # Kubernetes Jobs, a CronJob's among them: the Job controller's label (Kubernetes 1.27+).
         {"batch.kubernetes.io/job-name": ANY_VALUE},
+        # Argo Workflows' steps (Kubeflow Pipelines' among them): its workflow controller's label.
+        {"workflows.argoproj.io/workflow": ANY_VALUE},
+        {"ray.io/cluster": ANY_VALUE},  # KubeRay: head and workers (RayCluster, RayJob, RayService)
+        {"spark-role": ANY_VALUE},  # Spark on Kubernetes: the driver and its executors
     )
     deployment: tuple[Labels, ...] = (
         {"app": "primehub-deployment"},
         {"serving.kserve.io/inferenceservice": ANY_VALUE},  # KServe's predictors
     )
-    exclude: tuple[Labels, ...] = ({"app": "primehub-app"},)
+    exclude: tuple[Labels, ...] = (
+        {"app": "primehub-app"},  # PrimeHub's apps: the MLflow server itself among them
+        # Argo's own pods beside a workflow's steps (its agent for HTTP templates, its artifact
+        # garbage collector): they carry the workflow's label but run no user code.
+        {"workflows.argoproj.io/component": ANY_VALUE},
+    )
 
 
 # The webhook's own image, as its Deployment names it (manifests/base/deployment.yaml): the

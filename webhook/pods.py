@@ -44,6 +44,27 @@ MODEL_INITIALIZERS = (PRIMEHUB_INITIALIZER, KSERVE_INITIALIZER)
 KSERVE_SOURCE_URI = "internal.serving.kserve.io/storage-initializer-sourceuri"
 
 
+# Containers a platform puts beside the user's, which never run user code: they get no MLflow
+# variable (credentials least of all) and no group volume. By the platform's label, the name its
+# controller gives that container: Argo's executor (`wait`, which saves a step's outputs; its
+# `init` is an init container, never served), KubeRay's autoscaler in a head pod.
+PLATFORM_SIDECARS = (
+    ("workflows.argoproj.io/workflow", "wait"),
+    ("ray.io/cluster", "autoscaler"),
+)
+# A service mesh's proxy, which its own webhook adds to any pod (before or after ours: the API
+# server calls ours again when it comes later).
+MESH_PROXIES = frozenset({"istio-proxy", "linkerd-proxy"})
+
+
+def user_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """The containers that may run user code: all but the platforms' sidecars above."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    skip = MESH_PROXIES.union(name for label, name in PLATFORM_SIDECARS if label in labels)
+    containers = (pod.get("spec") or {}).get("containers") or []
+    return [c for c in containers if c.get("name") not in skip]
+
+
 def model_initializer(pod: dict[str, Any]) -> int | None:
     """Index among the init containers of a platform's initializer for a `models:/` URI."""
     for i, c in enumerate((pod.get("spec") or {}).get("initContainers") or []):

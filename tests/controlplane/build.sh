@@ -5,7 +5,8 @@
 # promrules (Prometheus's own rule loading, for the monitoring manifests), KServe's
 # InferenceService controller and webhooks (kserve-manager, for the KServe tests), and Kubeflow's
 # Training Operator and gofakes3 (an S3-compatible store fast enough to measure the copier
-# against, for its memory test and bench/copy.py), and helm (the chart's tests): their own main
+# against, for its memory test and bench/copy.py), helm (the chart's tests), Argo's workflow
+# controller and the KubeRay operator (the batch engines' tests): their own main
 # packages, since a module without replaces installs as it is.
 # Binaries are cached outside the repository in $CONTROLPLANE_CACHE (default
 # ~/.cache/primehub-mlflow-webhook/controlplane/<component>-<version>/); prints the bin dir.
@@ -23,6 +24,10 @@ training_module=github.com/kubeflow/training-operator
 training_version=v1.8.1
 gofakes3_version=v1.2.0
 helm_version=v4.3.2  # the chart's tests (tests/test_chart.py): lint, template, install, upgrade
+# Argo's workflow controller: the only line the module proxy serves here is v4 (v3 is refused);
+# it makes a workflow's step pods in tests/test_batch_engines.py, as does KubeRay's operator.
+argo_version=v4.0.5
+kuberay_version=v1.5.0
 
 build() { # name version dir ldflags
   local out="$cache/$1-$2"
@@ -57,6 +62,8 @@ install() { # name version package: `go install` of a main package, as its modul
 install training-operator "$training_version" "$training_module/cmd/training-operator.v1"
 install gofakes3 "$gofakes3_version" github.com/johannesboyne/gofakes3/cmd/gofakes3
 install helm "$helm_version" helm.sh/helm/v4/cmd/helm
+install argo "$argo_version" github.com/argoproj/argo-workflows/v4/cmd/workflow-controller
+install kuberay "$kuberay_version" github.com/ray-project/kuberay/ray-operator
 mkdir -p "$cache/bin"
 ln -sf "$cache/etcd-$etcd_version/etcd" "$cache/bin/etcd"
 ln -sf "$cache/kube-apiserver-$kube_version/kube-apiserver" "$cache/bin/kube-apiserver"
@@ -67,4 +74,6 @@ ln -sf "$cache/kserve-manager-$kserve_version/kserve-manager" "$cache/bin/kserve
 ln -sf "$cache/training-operator-$training_version/training-operator.v1" "$cache/bin/training-operator"
 ln -sf "$cache/gofakes3-$gofakes3_version/gofakes3" "$cache/bin/gofakes3"
 ln -sf "$cache/helm-$helm_version/helm" "$cache/bin/helm"
+ln -sf "$cache/argo-$argo_version/workflow-controller" "$cache/bin/workflow-controller"
+ln -sf "$cache/kuberay-$kuberay_version/ray-operator" "$cache/bin/ray-operator"
 echo "$cache/bin"

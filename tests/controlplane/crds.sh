@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CRDs of the projects our overlays use, as those projects ship them inside their Go modules
 # (fetched from the Go module proxy, like the control plane): cert-manager's, the Prometheus
-# operator's, KServe's and Kubeflow's Training Operator's. Cached in $CRDS_CACHE (default ~/.cache/primehub-mlflow-webhook/crds/);
+# operator's, KServe's, Kubeflow's Training Operator's, Argo Workflows' and KubeRay's. Cached in $CRDS_CACHE (default ~/.cache/primehub-mlflow-webhook/crds/);
 # prints the folder, which holds one file per CRD, and in other/ KServe's other objects.
 set -euo pipefail
 cache=${CRDS_CACHE:-$HOME/.cache/primehub-mlflow-webhook/crds}
@@ -11,6 +11,8 @@ modules=(
   "github.com/kserve/kserve@v0.20.0 config/crd/full serving.kserve.io_inferenceservices.yaml serving.kserve.io_clusterservingruntimes.yaml serving.kserve.io_servingruntimes.yaml"
   "github.com/kserve/kserve@v0.20.0 config/crd/full/clusterstoragecontainer serving.kserve.io_clusterstoragecontainers.yaml"
   "github.com/kubeflow/training-operator@v1.8.1 manifests/base/crds kubeflow.org_pytorchjobs.yaml"
+  "github.com/argoproj/argo-workflows/v4@v4.0.5 manifests/base/crds/minimal argoproj.io_workflows.yaml argoproj.io_workflowtemplates.yaml argoproj.io_clusterworkflowtemplates.yaml argoproj.io_cronworkflows.yaml argoproj.io_workflowtaskresults.yaml argoproj.io_workflowtasksets.yaml argoproj.io_workflowartifactgctasks.yaml argoproj.io_workfloweventbindings.yaml"
+  "github.com/ray-project/kuberay/ray-operator@v1.5.0 config/crd/bases ray.io_rayclusters.yaml ray.io_rayjobs.yaml ray.io_rayservices.yaml"
 )
 # And what KServe's manager needs besides its CRDs (tests/kserve.py), from the same module:
 # its ConfigMap, the MLServer runtime (modelFormat mlflow), its webhook configurations.

@@ -15,7 +15,7 @@ from webhook.inject.errors import Denied
 from webhook.inject.model_init import add_model_init
 from webhook.inject.mounts import mount_setting_volumes
 from webhook.inject.run_context import run_context
-from webhook.pods import PodKind, Target
+from webhook.pods import PodKind, Target, user_containers
 from webhook.settings.model import MLflowSetting
 
 Pod = dict[str, Any]
@@ -44,11 +44,10 @@ def mutate(
     else:
         who = EnvGroup((run_context(pod, target, namespace),), ())
         plan = (*container_env_plan(setting, config), who)
-        for container in spec.get("containers") or []:
+        served = user_containers(new)  # of `spec`: changed in place below
+        for container in served:
             inject_container_env(container, plan)
-        warnings = mount_setting_volumes(
-            spec, setting, spec.get("containers") or [], read_only=False
-        )
+        warnings = mount_setting_volumes(spec, setting, served, read_only=False)
         if setting.tracking_auth is not None and spec.get("automountServiceAccountToken") is False:
             warnings.append(
                 "the pod does not mount its ServiceAccount token (automountServiceAccountToken: "

@@ -30,6 +30,9 @@ WORKLOAD_LABELS = (
     "notebook-name",  # Kubeflow's notebooks
     "training.kubeflow.org/job-name",  # Kubeflow's Training Operator
     "batch.kubernetes.io/job-name",  # Kubernetes Jobs (a CronJob's: <cronjob>-<minute>)
+    "workflows.argoproj.io/workflow",  # Argo Workflows (a Kubeflow Pipelines run's workflow)
+    "ray.io/cluster",  # KubeRay (a RayJob's cluster: <rayjob>-<suffix>)
+    "spark-app-name",  # Spark on Kubernetes (spark.app.name)
     "serving.kserve.io/inferenceservice",  # KServe
     "primehub.io/phdeployment",  # PrimeHub's deployments
 )
