@@ -184,3 +184,46 @@ def test_spark_executors_made_by_the_driver_get_the_setting(
     assert env_of(executor)["MLFLOW_TRACKING_URI"] == stores.mlflow.url
     tags = json.loads(env_of(executor)["MLFLOW_RUN_CONTEXT"])
     assert tags["mlflow.primehub.io/job"] == "features"
+
+
+def test_a_rayjob_s_cluster_gets_the_setting(
+    installed: Installed, ray: None, team: str, stores: Stores
+) -> None:
+    """The operator makes a RayCluster for the RayJob (named after it) and its pods; the
+    entrypoint runs on the head, whose environment is the one that matters. (Its submitter, a
+    Kubernetes Job, waits for the cluster to be ready, which it never is here.)"""
+    job = {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {"name": "sweep"},
+        "spec": {
+            "entrypoint": "python sweep.py",
+            "rayClusterSpec": {
+                "headGroupSpec": {
+                    "rayStartParams": {},
+                    "template": {
+                        "spec": {"containers": [{"name": "ray", "image": "rayproject/ray:2.46.0"}]}
+                    },
+                }
+            },
+        },
+    }
+    create(installed, f"/apis/ray.io/v1/namespaces/{team}/rayjobs", job)
+    pod = wait_until(
+        lambda: next(
+            (
+                p
+                for p in pods_of(installed.cp, team, "ray.io/node-type=head")
+                if p["metadata"]["labels"]["ray.io/cluster"].startswith("sweep-")
+            ),
+            None,
+        ),
+        60,
+        "the head pod",
+    )
+    assert pod["metadata"]["annotations"][INJECTED] == f"{team}/everyone"
+    head = containers(pod)["ray"]
+    assert env_of(head)["MLFLOW_TRACKING_URI"] == stores.mlflow.url
+    tags = json.loads(env_of(head)["MLFLOW_RUN_CONTEXT"])
+    # No label of the pod names the RayJob: the tag names its cluster, <rayjob>-<suffix>.
+    assert tags["mlflow.primehub.io/job"] == pod["metadata"]["labels"]["ray.io/cluster"]
