@@ -1,8 +1,8 @@
 """Pods as Kubernetes' own controllers make them (kube-controller-manager: tests/controllers.py),
-in a team's namespace with a namespace-wide setting: a Job's and a CronJob's pods are served
-with no label of ours, and MLflow's own client, started in such a pod's environment, logs a run
-that names the Job. A Deployment's pods, which are not ours, stay exactly as their ReplicaSet
-made them."""
+in a team's namespace with a namespace-wide setting: a Job's, a CronJob's and a notebook
+StatefulSet's pods are served with no label of ours, and MLflow's own client, started in such a
+pod's environment, logs a run that names the Job. A Deployment's pods, which are not ours, stay
+exactly as their ReplicaSet made them."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 from tests.cluster import Installed
 from tests.conftest import Stores
 from tests.controllers import controllers, pods_of
+from tests.kubeflow import notebook_pod
 from tests.podrun import run_tags
 from tests.procs import wait_until
 from tests.teams import env_of, team_namespace
@@ -46,7 +47,8 @@ def kcm(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def created(installed: Installed, team: str, kind: str, body: dict[str, Any]) -> None:
     plural = {"Job": "jobs", "CronJob": "cronjobs"}.get(kind)
     group = "apis/batch/v1" if plural else "apis/apps/v1"
-    path = f"/{group}/namespaces/{team}/{plural or 'deployments'}"
+    plural = plural or f"{kind.lower()}s"  # deployments, statefulsets
+    path = f"/{group}/namespaces/{team}/{plural}"
     reply = installed.cp.request("POST", path, {"kind": kind, **body})
     assert reply.status_code == 201, reply.text
 
@@ -137,3 +139,32 @@ def test_a_deployment_s_pods_which_are_not_ours_stay_as_their_replicaset_made_th
     assert INJECTED not in (pod["metadata"].get("annotations") or {})
     assert "env" not in pod["spec"]["containers"][0]
     assert set(pod["metadata"]["labels"]) == {"app", "pod-template-hash"}
+
+
+def test_a_kubeflow_notebook_s_statefulset_makes_a_served_pod(
+    installed: Installed, kcm: None, team: str, stores: Stores
+) -> None:
+    """The StatefulSet Kubeflow's notebook controller writes for a Notebook (its template as
+    tests/kubeflow.py shapes it: that controller is not on the Go module proxy), its pod made by
+    the real StatefulSet controller: named `<notebook>-0`, with the controller's own labels."""
+    shaped = notebook_pod("lab", team, {})
+    labels = {"statefulset": "lab", "notebook-name": "lab"}
+    statefulset = {
+        "apiVersion": "apps/v1",
+        "metadata": {"name": "lab"},
+        "spec": {
+            "serviceName": "",
+            "selector": {"matchLabels": {"statefulset": "lab"}},
+            "template": {"metadata": {"labels": labels}, "spec": shaped["spec"]},
+        },
+    }
+    created(installed, team, "StatefulSet", statefulset)
+    pod = one_pod(installed, team, "statefulset=lab", 30)
+    assert pod["metadata"]["name"] == "lab-0"
+    assert pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] == "lab-0"
+    assert pod["metadata"]["annotations"][INJECTED] == f"{team}/everyone"
+    container = pod["spec"]["containers"][0]
+    assert env_of(container)["MLFLOW_TRACKING_URI"] == stores.mlflow.url
+    assert env_of(container)["NB_PREFIX"] == f"/notebook/{team}/lab"  # the controller's, kept
+    tags = json.loads(env_of(container)["MLFLOW_RUN_CONTEXT"])
+    assert tags["mlflow.primehub.io/notebook"] == "lab"
