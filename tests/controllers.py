@@ -71,3 +71,20 @@ def pods_of(cp: ControlPlane, namespace: str, selector: str) -> list[dict[str, A
     reply.raise_for_status()
     items: list[dict[str, Any]] = reply.json()["items"]
     return items
+
+
+def made_pod(
+    cp: ControlPlane, namespace: str, selector: str, timeout: float, prefixed: str = ""
+) -> dict[str, Any]:
+    """The first pod of `selector` once a controller made it; with `prefixed` ("label=prefix"),
+    the first whose label starts with that prefix (a name the controller generated)."""
+    label, _, prefix = prefixed.partition("=")
+
+    def named(pod: dict[str, Any]) -> bool:
+        return str(pod["metadata"]["labels"].get(label, "")).startswith(prefix)
+
+    def found() -> dict[str, Any] | None:
+        return next(filter(named, pods_of(cp, namespace, selector)), None)
+
+    pod: dict[str, Any] = wait_until(found, timeout, f"a pod of {selector} {prefixed}")
+    return pod

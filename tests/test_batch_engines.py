@@ -16,7 +16,7 @@ import pytest
 
 from tests.cluster import Installed
 from tests.conftest import Stores
-from tests.controllers import pods_of
+from tests.controllers import made_pod, pods_of
 from tests.engines import argo, kuberay, spark_submit
 from tests.podrun import run_tags
 from tests.procs import stop, wait_until
@@ -71,8 +71,7 @@ def test_an_argo_workflow_s_step_gets_the_setting_in_its_main_container_only(
         },
     }
     create(installed, f"/apis/argoproj.io/v1alpha1/namespaces/{team}/workflows", workflow)
-    selector = "workflows.argoproj.io/workflow=train-pipeline"
-    pod = wait_until(lambda: pods_of(installed.cp, team, selector), 60, "the step's pod")[0]
+    pod = made_pod(installed.cp, team, "workflows.argoproj.io/workflow=train-pipeline", 60)
     assert pod["metadata"]["annotations"][INJECTED] == f"{team}/everyone"
     made = containers(pod)
     assert set(made) == {"wait", "main"}
@@ -149,7 +148,7 @@ def test_a_spark_driver_made_by_spark_submit_gets_the_setting(
         assert submit.wait(300) == 0, (tmp_path / "log").read_text()[-3000:]
     finally:
         stop(submit)
-    pod = wait_until(lambda: pods_of(installed.cp, team, "spark-role=driver"), 30, "driver")[0]
+    pod = made_pod(installed.cp, team, "spark-role=driver", 30)
     assert pod["metadata"]["annotations"][INJECTED] == f"{team}/everyone"
     driver = pod["spec"]["containers"][0]
     assert env_of(driver)["MLFLOW_TRACKING_URI"] == stores.mlflow.url
@@ -209,18 +208,8 @@ def test_a_rayjob_s_cluster_gets_the_setting(
         },
     }
     create(installed, f"/apis/ray.io/v1/namespaces/{team}/rayjobs", job)
-    pod = wait_until(
-        lambda: next(
-            (
-                p
-                for p in pods_of(installed.cp, team, "ray.io/node-type=head")
-                if p["metadata"]["labels"]["ray.io/cluster"].startswith("sweep-")
-            ),
-            None,
-        ),
-        60,
-        "the head pod",
-    )
+    selector = "ray.io/node-type=head"
+    pod = made_pod(installed.cp, team, selector, 60, prefixed="ray.io/cluster=sweep-")
     assert pod["metadata"]["annotations"][INJECTED] == f"{team}/everyone"
     head = containers(pod)["ray"]
     assert env_of(head)["MLFLOW_TRACKING_URI"] == stores.mlflow.url

@@ -15,10 +15,9 @@ import pytest
 
 from tests.cluster import Installed
 from tests.conftest import Stores
-from tests.controllers import controllers, pods_of
+from tests.controllers import controllers, made_pod
 from tests.kubeflow import notebook_pod
 from tests.podrun import run_tags
-from tests.procs import wait_until
 from tests.teams import env_of, team_namespace
 
 pytestmark = pytest.mark.cluster
@@ -53,12 +52,6 @@ def created(installed: Installed, team: str, kind: str, body: dict[str, Any]) ->
     assert reply.status_code == 201, reply.text
 
 
-def one_pod(installed: Installed, team: str, selector: str, timeout: float) -> dict[str, Any]:
-    pods = wait_until(lambda: pods_of(installed.cp, team, selector), timeout, selector)
-    pod: dict[str, Any] = pods[0]
-    return pod
-
-
 def test_a_job_s_pod_gets_the_namespace_s_setting_and_its_runs_name_the_job(
     installed: Installed, kcm: None, team: str, stores: Stores, tmp_path: Path
 ) -> None:
@@ -72,7 +65,7 @@ def test_a_job_s_pod_gets_the_namespace_s_setting_and_its_runs_name_the_job(
             "spec": {"template": TEMPLATE},
         },
     )
-    pod = one_pod(installed, team, "batch.kubernetes.io/job-name=nightly-train", 30)
+    pod = made_pod(installed.cp, team, "batch.kubernetes.io/job-name=nightly-train", 30)
     meta = pod["metadata"]
     assert meta["annotations"][INJECTED] == f"{team}/everyone"
     # What the Job controller gave the pod is all there: its labels, owner and tracking finalizer.
@@ -100,18 +93,8 @@ def test_a_cronjob_s_pods_get_the_namespace_s_setting(
         "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": TEMPLATE}}},
     }
     created(installed, team, "CronJob", cronjob)
-    pod = wait_until(
-        lambda: next(
-            (
-                p
-                for p in pods_of(installed.cp, team, "batch.kubernetes.io/job-name")
-                if p["metadata"]["labels"]["job-name"].startswith("hourly-")
-            ),
-            None,
-        ),
-        90,
-        "the CronJob's pod",
-    )
+    selector = "batch.kubernetes.io/job-name"
+    pod = made_pod(installed.cp, team, selector, 90, prefixed=f"{selector}=hourly-")
     job = pod["metadata"]["labels"]["batch.kubernetes.io/job-name"]
     assert job.startswith("hourly-")
     assert pod["metadata"]["annotations"][INJECTED] == f"{team}/everyone"
@@ -135,7 +118,7 @@ def test_a_deployment_s_pods_which_are_not_ours_stay_as_their_replicaset_made_th
         },
     }
     created(installed, team, "Deployment", deployment)
-    pod = one_pod(installed, team, "app=dashboard", 30)
+    pod = made_pod(installed.cp, team, "app=dashboard", 30)
     assert INJECTED not in (pod["metadata"].get("annotations") or {})
     assert "env" not in pod["spec"]["containers"][0]
     assert set(pod["metadata"]["labels"]) == {"app", "pod-template-hash"}
@@ -159,7 +142,7 @@ def test_a_kubeflow_notebook_s_statefulset_makes_a_served_pod(
         },
     }
     created(installed, team, "StatefulSet", statefulset)
-    pod = one_pod(installed, team, "statefulset=lab", 30)
+    pod = made_pod(installed.cp, team, "statefulset=lab", 30)
     assert pod["metadata"]["name"] == "lab-0"
     assert pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] == "lab-0"
     assert pod["metadata"]["annotations"][INJECTED] == f"{team}/everyone"
